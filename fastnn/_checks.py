@@ -1,0 +1,71 @@
+"""Input checks shared by the public API.  Each raises TypeError/ValueError naming the
+argument and what was expected, before anything is modified."""
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def dtype_of(dtype, argname="dtype"):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{argname} must be float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{argname} must be float32 or float64, got {dt}")
+    return dt
+
+
+def positive_int(value, argname):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{argname} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def real_number(value, argname, minimum=None, strict=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not np.isfinite(value):
+        raise ValueError(f"{argname} must be a finite real number, got {value!r}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        bound = ">" if strict else ">="
+        raise ValueError(f"{argname} must be {bound} {minimum}, got {value!r}")
+    return float(value)
+
+
+def batch_array(x, argname, dtype, ndim=2, columns=None):
+    """A model-side array: an ndarray of exactly ``dtype``, ``ndim``-D, C-contiguous.
+    The low-level calls never convert (no hidden copies in the hot path)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{argname} must be a numpy.ndarray of {dtype}, got "
+                        f"{type(x).__name__}")
+    if x.ndim != ndim:
+        hint = " (one sample? use x.reshape(1, -1))" if x.ndim == 1 and ndim == 2 else ""
+        raise ValueError(f"{argname} must be {ndim}-D, got shape {x.shape}{hint}")
+    if x.dtype != dtype:
+        raise TypeError(f"{argname} must have dtype {dtype} (the model's), got "
+                        f"{x.dtype}; convert it once with x.astype(np.{dtype})")
+    if columns is not None and x.shape[1] != columns:
+        raise ValueError(f"{argname} must have {columns} columns (features), got "
+                         f"shape {x.shape}")
+    if x.shape[0] < 1:
+        raise ValueError(f"{argname} must hold at least one row, got shape {x.shape}")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{argname} must be C-contiguous; use "
+                         f"np.ascontiguousarray({argname})")
+    return x
+
+
+def exact_cast(value, dtype, argname):
+    """Convert a real array-like to ``dtype`` only if no value changes (no lossy cast)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{argname} must hold real numbers, got dtype {arr.dtype}")
+    out = arr.astype(dtype)
+    with np.errstate(invalid="ignore"):
+        same = np.array_equal(out, arr, equal_nan=True) if arr.dtype.kind == "f" \
+            else np.array_equal(out, arr)
+    if not same:
+        raise TypeError(f"{argname} has dtype {arr.dtype} and would change when cast to "
+                        f"{np.dtype(dtype)}; cast it yourself if that is intended")
+    return out

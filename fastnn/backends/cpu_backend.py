@@ -1,0 +1,43 @@
+"""The compiled CPU backend: Cython + BLAS for GEMMs, numba kernels for the rest.
+
+Kernels are compiled on first use per (name, dtype, mode) and cached on disk by numba,
+so a model only ever compiles what it uses."""
+import numpy as np
+
+from .. import threads
+from ..kernels import _blas, cpu as K
+from .numpy_backend import NumpyBackend
+
+
+class CpuBackend(NumpyBackend):
+    """Arrays are NumPy arrays (so ``empty``/``from_numpy``/``to_numpy``/``fill`` are
+    the reference's); every computing method is compiled."""
+    name = "cpu"
+
+    @staticmethod
+    def _kernel(table, name, dtype, size):
+        return K.get(table, name, dtype, threads.use_parallel(size))
+
+    def dense_forward(self, x, w, b, z):
+        threads.get_num_threads()            # the BLAS pool is sized before first use
+        _blas.dense_forward(x, w, b, z)
+
+    def dense_backward(self, x, w, grad_z, grad_w, grad_x, scale):
+        threads.get_num_threads()
+        _blas.dense_backward(x, w, grad_z, grad_w, grad_x, scale)
+
+    def activation_forward(self, name, z, a):
+        self._kernel(K.ACTIVATION_FORWARD, name, z.dtype, z.size)(z, a)
+
+    def activation_backward(self, name, z, a, grad_a, grad_z, grad_b, scale):
+        kernel = self._kernel(K.ACTIVATION_BACKWARD, name, z.dtype, z.size)
+        kernel(z, a, grad_a, grad_z, grad_b, z.dtype.type(scale))
+
+    def loss(self, name, out, target, grad, param, norm):
+        F = out.dtype.type
+        kernel = self._kernel(K.LOSSES, name, out.dtype, out.size)
+        return float(kernel(out, target, grad, F(param), F(norm)))
+
+    def sgd_step(self, params, grads, lr):
+        kernel = self._kernel(K.OPTIMIZERS, "sgd", params.dtype, params.size)
+        kernel(params, grads, params.dtype.type(lr))

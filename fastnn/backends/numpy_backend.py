@@ -1,0 +1,139 @@
+"""The reference backend: plain vectorised NumPy, written independently of the compiled
+formulas so that the two check each other.  float64 here is the spec."""
+import numpy as np
+from scipy.special import erf
+
+from .base import Backend
+
+
+def _sigmoid(z):
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1, e) / (1 + e)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _gelu_df(z, a):
+    return 0.5 * (1 + erf(z / np.sqrt(2))) + z * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+
+
+def _silu_df(z, a):
+    s = _sigmoid(z)
+    return s * (1 + z * (1 - s))
+
+
+# name -> (f(z), f'(z, a) elementwise)
+ACTIVATIONS = {
+    "linear": (lambda z: z, lambda z, a: np.ones_like(z)),
+    "relu": (lambda z: np.maximum(z, 0), lambda z, a: (z > 0).astype(z.dtype)),
+    "leaky_relu": (lambda z: np.where(z > 0, z, 0.01 * z),
+                   lambda z, a: np.where(z > 0, 1, 0.01)),
+    "elu": (lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0))),
+            lambda z, a: np.where(z > 0, 1, a + 1)),
+    "sigmoid": (_sigmoid, lambda z, a: a * (1 - a)),
+    "tanh": (np.tanh, lambda z, a: 1 - a * a),
+    "gelu": (lambda z: 0.5 * z * (1 + erf(z / np.sqrt(2))), _gelu_df),
+    "silu": (lambda z: z * _sigmoid(z), _silu_df),
+    "softplus": (lambda z: np.logaddexp(0, z), lambda z, a: _sigmoid(z)),
+    "softmax": (_softmax, None),   # not elementwise: its backward is a row product
+}
+
+
+def _xlogy(t):
+    return np.where(t > 0, t * np.log(np.where(t > 0, t, 1)), 0)
+
+
+def _log_softmax(z):
+    m = z.max(axis=1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+
+
+def _huber(o, t, delta):
+    d = o - t
+    small = np.abs(d) < delta
+    return (np.where(small, 0.5 * d * d, delta * (np.abs(d) - 0.5 * delta)),
+            np.where(small, d, delta * np.sign(d)))
+
+
+def _bce(o, t, delta):
+    with np.errstate(divide="ignore"):
+        lp = np.maximum(np.log(o), -100)
+        lq = np.maximum(np.log(1 - o), -100)
+    return -(t * lp + (1 - t) * lq), (o - t) / np.maximum((1 - o) * o, 1e-12)
+
+
+def _ce_labels(z, y, param):
+    ls = _log_softmax(z)
+    rows = np.arange(z.shape[0])
+    grad = np.exp(ls)
+    grad[rows, y] -= 1
+    return -ls[rows, y], grad
+
+
+def _ce_probs(z, t, param):
+    ls = _log_softmax(z)
+    return -(t * ls).sum(axis=1), np.exp(ls) * t.sum(axis=1, keepdims=True) - t
+
+
+# name -> (terms, d terms / d out) given (out, target, param); value = sum(terms) * norm
+LOSSES = {
+    "mse": lambda o, t, p: ((o - t) ** 2, 2 * (o - t)),
+    "l1": lambda o, t, p: (np.abs(o - t), np.sign(o - t)),
+    "huber": _huber,
+    "bce": _bce,
+    "bce_logits": lambda o, t, p: (np.maximum(o, 0) - o * t + np.log1p(np.exp(-np.abs(o))),
+                                   _sigmoid(o) - t),
+    "hinge": lambda o, t, p: (np.maximum(0, 1 - t * o), np.where(1 - t * o > 0, -t, 0)),
+    "kl_div": lambda o, t, p: (_xlogy(t) - t * o, -t),
+    "cross_entropy": _ce_labels,
+    "cross_entropy_probs": _ce_probs,
+}
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype)
+
+    def from_numpy(self, array, out=None):
+        if out is None:
+            return np.array(array, copy=True)
+        out[...] = array
+        return out
+
+    def to_numpy(self, array):
+        return np.array(array, copy=True)
+
+    def fill(self, buf, value):
+        buf.fill(value)
+
+    def dense_forward(self, x, w, b, z):
+        np.matmul(x, w, out=z)
+        z += b
+
+    def dense_backward(self, x, w, grad_z, grad_w, grad_x, scale):
+        grad_w += (scale * (x.T @ grad_z)).astype(grad_w.dtype, copy=False)
+        if grad_x is not None:
+            np.matmul(grad_z, w.T, out=grad_x)
+
+    def activation_forward(self, name, z, a):
+        a[...] = ACTIVATIONS[name][0](z)
+
+    def activation_backward(self, name, z, a, grad_a, grad_z, grad_b, scale):
+        if name == "softmax":
+            grad_z[...] = a * (grad_a - (grad_a * a).sum(axis=1, keepdims=True))
+        else:
+            grad_z[...] = grad_a * ACTIVATIONS[name][1](z, a)
+        grad_b += (scale * grad_z.sum(axis=0)).astype(grad_b.dtype, copy=False)
+
+    def loss(self, name, out, target, grad, param, norm):
+        terms, d = LOSSES[name](out, target, param)
+        grad[...] = d * norm
+        return float(np.sum(terms, dtype=np.float64) * norm)
+
+    def sgd_step(self, params, grads, lr):
+        params -= params.dtype.type(lr) * grads

@@ -1,0 +1,242 @@
+"""Dense layers and the Sequential model that owns one flat parameter buffer and one flat
+gradient buffer; every Parameter is a view into them."""
+import numpy as np
+
+from . import _checks
+from .activations import INITS, activation_name, init_name
+from .backends import DEFAULT, get_backend
+
+
+class Parameter:
+    """One named tensor of a model: ``data`` and ``grad`` are views of the model's flat
+    parameter and gradient buffers (backend arrays)."""
+    __slots__ = ("name", "data", "grad", "model")
+
+    def __init__(self, name, data, grad, model):
+        self.name, self.data, self.grad, self.model = name, data, grad, model
+
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def size(self):
+        return int(np.prod(self.data.shape))
+
+    def __repr__(self):
+        return f"Parameter({self.name!r}, shape={self.shape})"
+
+
+class Dense:
+    """A fully connected layer: ``Z = X W + b``, then ``A = activation(Z)``.
+
+    ``weight`` has shape ``(in_features, out_features)`` and ``bias``
+    ``(out_features,)``.  ``activation`` is None (linear) or one of
+    ``fastnn.ACTIVATIONS``; ``init`` chooses the weight initialisation (default: He
+    normal for the relu family, Glorot uniform otherwise); biases start at zero.
+    A Dense gets its parameters when a :class:`Sequential` is built from it.
+    """
+
+    def __init__(self, in_features, out_features, activation=None, init=None):
+        self.in_features = _checks.positive_int(in_features, "in_features")
+        self.out_features = _checks.positive_int(out_features, "out_features")
+        self.activation = activation_name(activation)
+        self.init = init_name(init, self.activation)
+        self.weight = None
+        self.bias = None
+
+    @property
+    def param_shapes(self):
+        return ((self.in_features, self.out_features), (self.out_features,))
+
+    def initial_values(self, rng):
+        """float64 initial weight and bias, drawn from ``rng``."""
+        w = INITS[self.init](rng, self.in_features, self.out_features)
+        return w, np.zeros(self.out_features)
+
+    def __repr__(self):
+        return (f"Dense({self.in_features}, {self.out_features}, "
+                f"activation={self.activation!r}, init={self.init!r})")
+
+
+class _Workspace:
+    """Per-batch-size buffers of one model, reused between steps."""
+    __slots__ = ("z", "a", "grad_z", "grad_x")
+
+    def __init__(self, backend, layers, batch, dtype):
+        self.z, self.a, self.grad_z, self.grad_x = [], [], [], []
+        for i, layer in enumerate(layers):
+            shape = (batch, layer.out_features)
+            z = backend.empty(shape, dtype)
+            self.z.append(z)
+            # linear layers output Z itself: no second buffer, no copy
+            self.a.append(z if layer.activation == "linear" else backend.empty(shape, dtype))
+            self.grad_z.append(backend.empty(shape, dtype))
+            self.grad_x.append(None if i == 0 else
+                               backend.empty((batch, layer.in_features), dtype))
+
+
+class Sequential:
+    """A stack of Dense layers with one flat parameter buffer and one flat gradient
+    buffer.
+
+    ``backend``: ``"cpu"`` (compiled, default) or ``"numpy"`` (the reference);
+    ``dtype``: float32 (default) or float64; ``seed``: seeds the weight initialisation
+    (same seed, same weights, on every backend).
+    """
+
+    _MAX_WORKSPACES = 4
+
+    def __init__(self, *layers, backend=DEFAULT, dtype=np.float32, seed=None):
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Dense):
+                raise TypeError(f"layer {i} must be a fastnn.Dense, got "
+                                f"{type(layer).__name__}")
+            if layer.weight is not None:
+                raise ValueError(f"layer {i} already belongs to a model; make a new Dense")
+        for i in range(1, len(layers)):
+            if layers[i].in_features != layers[i - 1].out_features:
+                raise ValueError(
+                    f"layer {i} has in_features={layers[i].in_features} but layer {i - 1} "
+                    f"has out_features={layers[i - 1].out_features}")
+        self.backend = get_backend(backend)
+        self.dtype = _checks.dtype_of(dtype)
+        self.layers = tuple(layers)
+        self.seed = seed
+        self.in_features = layers[0].in_features
+        self.out_features = layers[-1].out_features
+
+        shapes = [s for layer in layers for s in layer.param_shapes]
+        sizes = [int(np.prod(s)) for s in shapes]
+        self.num_parameters = sum(sizes)
+        # The flat buffers: an optimizer step and zero_grad are one kernel over them.
+        self.flat_params = self.backend.empty((self.num_parameters,), self.dtype)
+        self.flat_grads = self.backend.empty((self.num_parameters,), self.dtype)
+        self._params = []
+        offset = 0
+        for i, layer in enumerate(layers):
+            views = []
+            for kind in ("weight", "bias"):
+                shape = shapes[len(self._params)]
+                n = int(np.prod(shape))
+                p = Parameter(f"{i}.{kind}",
+                              self.flat_params[offset:offset + n].reshape(shape),
+                              self.flat_grads[offset:offset + n].reshape(shape), self)
+                self._params.append(p)
+                views.append(p)
+                offset += n
+            layer.weight, layer.bias = views
+
+        rng = np.random.default_rng(seed)
+        init = np.concatenate([v.ravel() for layer in layers
+                               for v in layer.initial_values(rng)])
+        self.backend.from_numpy(init.astype(self.dtype), out=self.flat_params)
+        self.zero_grad()
+        self._workspaces = {}
+        self._inputs = None      # the arrays the last forward read, for backward
+
+    # -- parameters ----------------------------------------------------------------
+    def parameters(self):
+        """The Parameters in order: 0.weight, 0.bias, 1.weight, 1.bias, ..."""
+        return list(self._params)
+
+    def get_weights(self):
+        """NumPy copies of every parameter, in :meth:`parameters` order."""
+        return [self.backend.to_numpy(p.data) for p in self._params]
+
+    def get_gradients(self):
+        """NumPy copies of every gradient, in :meth:`parameters` order."""
+        return [self.backend.to_numpy(p.grad) for p in self._params]
+
+    def set_weights(self, weights):
+        """Replace every parameter from a list of arrays in :meth:`parameters` order.
+        All are checked (count, shapes, exact conversion to the model's dtype) before
+        any is written."""
+        weights = list(weights)
+        if len(weights) != len(self._params):
+            raise ValueError(f"weights must be a list of {len(self._params)} arrays, got "
+                             f"{len(weights)}")
+        arrays = []
+        for p, w in zip(self._params, weights):
+            arr = _checks.exact_cast(w, self.dtype, f"weights[{p.name}]")
+            if arr.shape != p.shape:
+                raise ValueError(f"weights[{p.name}] must have shape {p.shape}, got "
+                                 f"{arr.shape}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"weights[{p.name}] contains NaN or inf")
+            arrays.append(arr)
+        flat = np.concatenate([a.ravel() for a in arrays])
+        self.backend.from_numpy(flat, out=self.flat_params)
+
+    def zero_grad(self):
+        """Set every gradient to zero: one fill of the flat gradient buffer."""
+        self.backend.fill(self.flat_grads, 0)
+
+    def to_numpy(self, array):
+        """A NumPy copy of a backend array (e.g. the output of :meth:`forward`)."""
+        return self.backend.to_numpy(array)
+
+    # -- passes --------------------------------------------------------------------
+    def _workspace(self, batch):
+        ws = self._workspaces.get(batch)
+        if ws is None:
+            if len(self._workspaces) >= self._MAX_WORKSPACES:
+                self._workspaces.pop(next(iter(self._workspaces)))
+            ws = self._workspaces[batch] = _Workspace(self.backend, self.layers, batch,
+                                                      self.dtype)
+        return ws
+
+    def forward(self, x):
+        """Outputs for the batch ``x`` (batch, in_features), of the model's dtype.
+
+        Returns the model's output buffer (batch, out_features): it is overwritten by
+        the next forward with the same batch size; copy it (``to_numpy``) to keep it.
+        ``x`` is read again by :meth:`backward`: do not change it in between."""
+        x = _checks.batch_array(x, "x", self.dtype, columns=self.in_features)
+        ws = self._workspace(x.shape[0])
+        b = self.backend
+        inp = x
+        inputs = [x]
+        for layer, z, a in zip(self.layers, ws.z, ws.a):
+            b.dense_forward(inp, layer.weight.data, layer.bias.data, z)
+            if a is not z:
+                b.activation_forward(layer.activation, z, a)
+            inp = a
+            inputs.append(a)
+        self._inputs = (ws, inputs)
+        return inp
+
+    __call__ = forward
+
+    def backward(self, grad, scale=1.0):
+        """Back-propagate ``grad`` = dLoss/dOutput (batch, out_features) of the last
+        forward, ADDING ``scale`` times the parameter gradients into ``.grad``.
+
+        With micro-batches of sizes m_i summing to B, ``scale = m_i / B`` (and each
+        micro-batch's loss a mean over its own m_i rows) leaves the global-batch mean
+        gradient in ``.grad`` after the last one."""
+        if self._inputs is None:
+            raise RuntimeError("backward called before forward")
+        ws, inputs = self._inputs
+        batch = inputs[0].shape[0]
+        grad = _checks.batch_array(grad, "grad", self.dtype, columns=self.out_features)
+        if grad.shape[0] != batch:
+            raise ValueError(f"grad must have shape ({batch}, {self.out_features}) like "
+                             f"the last forward's output, got {grad.shape}")
+        scale = _checks.real_number(scale, "scale")
+        b = self.backend
+        g = grad
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            b.activation_backward(layer.activation, ws.z[i], ws.a[i], g, ws.grad_z[i],
+                                  layer.bias.grad, scale)
+            b.dense_backward(inputs[i], layer.weight.data, ws.grad_z[i],
+                             layer.weight.grad, ws.grad_x[i], scale)
+            g = ws.grad_x[i]
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return (f"Sequential(\n  {inner},\n  backend={self.backend.name!r}, "
+                f"dtype={self.dtype.name}, parameters={self.num_parameters})")

@@ -1,0 +1,17 @@
+"""Build script: maps the top-level kernels/ folder to fastnn.kernels and compiles its
+Cython sources.  Generated C goes to build/ (never into the source tree or the wheel)."""
+from setuptools import Extension, setup
+from Cython.Build import cythonize
+
+extensions = [
+    Extension("fastnn.kernels._blas", ["kernels/_blas.pyx"],
+              extra_compile_args=["-O3"]),
+]
+
+setup(
+    package_dir={"fastnn": "fastnn", "fastnn.kernels": "kernels"},
+    packages=["fastnn", "fastnn.backends", "fastnn.kernels"],
+    ext_modules=cythonize(extensions, build_dir="build",
+                          compiler_directives={"language_level": "3"}),
+    exclude_package_data={"fastnn.kernels": ["*.c", "*.pyx"]},
+)

@@ -1,0 +1,125 @@
+"""Derivatives against central finite differences, in float64, on both backends."""
+import numpy as np
+import pytest
+
+import fastnn as fn
+from kernel_cases import BACKENDS, rand
+
+H = 1e-6
+
+
+def central_diff(fun, x):
+    """d fun / d x for a scalar fun of the array x, element by element."""
+    g = np.empty_like(x)
+    flat, gflat = x.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        keep = flat[i]
+        flat[i] = keep + H
+        up = fun()
+        flat[i] = keep - H
+        down = fun()
+        flat[i] = keep
+        gflat[i] = (up - down) / (2 * H)
+    return g
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(fn.ACTIVATIONS))
+def test_activation_derivative(name, backend, rng):
+    be = fn.get_backend(backend)
+    shape = (4, 5)
+    z = rand(rng, shape, np.float64)
+    weights = rand(rng, shape, np.float64)   # d/dz of sum(weights * f(z))
+    a = np.empty(shape)
+
+    def value():
+        out = np.empty(shape)
+        be.activation_forward(name, z, out)
+        return float(np.sum(weights * out))
+
+    be.activation_forward(name, z, a)
+    gz, gb = np.empty(shape), np.zeros(shape[1])
+    be.activation_backward(name, z, a, weights, gz, gb, 1.0)
+    np.testing.assert_allclose(gz, central_diff(value, z), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gb, gz.sum(axis=0), rtol=1e-12)
+
+
+def _loss_case(cls, rng, shape):
+    if cls is fn.CrossEntropyLoss:
+        return cls(), rand(rng, shape, np.float64), rng.integers(0, shape[1], shape[0])
+    if cls is fn.BCELoss:
+        return cls(), rng.uniform(0.05, 0.95, shape), rng.uniform(0, 1, shape)
+    if cls is fn.BCEWithLogitsLoss:
+        return cls(), rand(rng, shape, np.float64), rng.uniform(0, 1, shape)
+    if cls is fn.HingeLoss:
+        return cls(), rand(rng, shape, np.float64), rng.choice([-1.0, 1.0], shape)
+    if cls is fn.KLDivLoss:
+        return cls(), np.log(rng.uniform(0.05, 1, shape)), rng.uniform(0, 1, shape)
+    if cls is fn.HuberLoss:
+        return cls(delta=0.8), rand(rng, shape, np.float64), rand(rng, shape, np.float64)
+    return cls(), rand(rng, shape, np.float64), rand(rng, shape, np.float64)
+
+
+LOSS_CLASSES = [fn.MSELoss, fn.L1Loss, fn.HuberLoss, fn.BCELoss, fn.BCEWithLogitsLoss,
+                fn.CrossEntropyLoss, fn.HingeLoss, fn.KLDivLoss]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cls", LOSS_CLASSES, ids=lambda c: c.__name__)
+def test_loss_derivative(cls, backend, rng):
+    loss, out, target = _loss_case(cls, rng, (6, 4))
+    loss.backend = fn.get_backend(backend)
+    loss.forward(out, target)
+    grad = loss.backward().copy()
+    np.testing.assert_allclose(grad, central_diff(lambda: loss.forward(out, target), out),
+                               rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cross_entropy_with_probabilities_derivative(backend, rng):
+    loss = fn.CrossEntropyLoss(backend=backend)
+    out = rand(rng, (5, 3), np.float64)
+    t = rng.uniform(0.1, 1, (5, 3))
+    t /= t.sum(axis=1, keepdims=True)
+    loss.forward(out, t)
+    grad = loss.backward().copy()
+    np.testing.assert_allclose(grad, central_diff(lambda: loss.forward(out, t), out),
+                               rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mlp_full_gradient(backend, rng):
+    """Every parameter gradient of a 3-layer MLP against finite differences."""
+    model = fn.Sequential(fn.Dense(5, 7, activation="tanh"),
+                          fn.Dense(7, 6, activation="softplus"),
+                          fn.Dense(6, 3), backend=backend, dtype=np.float64, seed=3)
+    x = rand(rng, (9, 5), np.float64)
+    y = rng.integers(0, 3, 9)
+    loss = fn.CrossEntropyLoss(backend=backend)
+
+    def value():
+        return loss.forward(model.forward(x), y)
+
+    model.zero_grad()
+    value()
+    model.backward(loss.backward())
+    analytic = model.flat_grads.copy()
+    numeric = central_diff(value, model.flat_params)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_backward_adds_scaled_gradients(rng):
+    """backward(scale=s) adds s * gradient: two halves weighted 1/2 give the whole."""
+    model = fn.Sequential(fn.Dense(4, 8, activation="relu"), fn.Dense(8, 3),
+                          dtype=np.float64, seed=0)
+    x, y = rand(rng, (10, 4), np.float64), rng.integers(0, 3, 10)
+    loss = fn.CrossEntropyLoss()
+    model.zero_grad()
+    loss.forward(model.forward(x), y)
+    model.backward(loss.backward())
+    whole = model.flat_grads.copy()
+    model.zero_grad()
+    for part in (slice(0, 5), slice(5, 10)):
+        loss.forward(model.forward(np.ascontiguousarray(x[part])), y[part])
+        model.backward(loss.backward(), scale=0.5)
+    np.testing.assert_allclose(model.flat_grads, whole, rtol=1e-12, atol=1e-15)

@@ -1,0 +1,115 @@
+"""The layer API: flat buffers, views, seeding, weights, and the SGD step."""
+import numpy as np
+import pytest
+
+import fastnn as fn
+from kernel_cases import BACKENDS, DTYPES, rand
+
+
+def make(backend="cpu", dtype=np.float32, seed=0):
+    return fn.Sequential(fn.Dense(6, 9, activation="relu"),
+                         fn.Dense(9, 4, activation="sigmoid"),
+                         fn.Dense(4, 3), backend=backend, dtype=dtype, seed=seed)
+
+
+def test_available_backends():
+    assert fn.available_backends() == ("numpy", "cpu")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_parameters_are_views_of_flat_buffers(backend, dtype):
+    model = make(backend, dtype)
+    params = model.parameters()
+    assert [p.name for p in params] == ["0.weight", "0.bias", "1.weight", "1.bias",
+                                        "2.weight", "2.bias"]
+    assert [p.shape for p in params] == [(6, 9), (9,), (9, 4), (4,), (4, 3), (3,)]
+    assert model.flat_params.size == sum(p.size for p in params) == model.num_parameters
+    for p in params:
+        assert np.shares_memory(p.data, model.flat_params)
+        assert np.shares_memory(p.grad, model.flat_grads)
+        assert p.data.dtype == dtype
+    params[2].grad[...] = 1
+    model.zero_grad()
+    assert not model.flat_grads.any()
+
+
+def test_seed_gives_same_weights_on_every_backend():
+    a = make("numpy", np.float64, seed=7).get_weights()
+    b = make("cpu", np.float64, seed=7).get_weights()
+    c = make("cpu", np.float64, seed=8).get_weights()
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_init_choices():
+    relu = fn.Dense(400, 300, activation="relu")
+    tanh = fn.Dense(400, 300, activation="tanh")
+    assert relu.init == "he_normal" and tanh.init == "glorot_uniform"
+    model = fn.Sequential(relu, tanh.__class__(300, 10, init="glorot_normal"),
+                          dtype=np.float64, seed=0)
+    w = model.get_weights()
+    assert np.std(w[0]) == pytest.approx(np.sqrt(2 / 400), rel=0.02)
+    assert np.std(w[2]) == pytest.approx(np.sqrt(2 / 310), rel=0.05)
+    assert not w[1].any()                       # biases start at zero
+
+
+def test_set_get_weights_round_trip(rng):
+    model = make(dtype=np.float64)
+    new = [rand(rng, p.shape, np.float64) for p in model.parameters()]
+    model.set_weights(new)
+    for got, want in zip(model.get_weights(), new):
+        np.testing.assert_array_equal(got, want)
+    got = model.get_weights()
+    got[0][...] = 0                              # copies: the model is unaffected
+    assert model.get_weights()[0].any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forward_matches_manual_formula(backend, rng):
+    model = make(backend, np.float64)
+    x = rand(rng, (5, 6), np.float64)
+    w = model.get_weights()
+    h = np.maximum(x @ w[0] + w[1], 0)
+    h = 1 / (1 + np.exp(-(h @ w[2] + w[3])))
+    want = h @ w[4] + w[5]
+    np.testing.assert_allclose(model.to_numpy(model.forward(x)), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sgd_step_updates_every_parameter(backend, rng):
+    model = make(backend, np.float64)
+    before = model.flat_params.copy()
+    opt = fn.SGD(model.parameters(), lr=0.5)
+    loss = fn.CrossEntropyLoss(backend=backend)
+    opt.zero_grad()
+    loss.forward(model.forward(rand(rng, (8, 6), np.float64)), rng.integers(0, 3, 8))
+    model.backward(loss.backward())
+    grads = model.flat_grads.copy()
+    opt.step()
+    np.testing.assert_allclose(model.flat_params, before - 0.5 * grads, rtol=1e-15)
+
+
+def test_cpu_and_numpy_train_identically(rng):
+    x, y = rand(rng, (16, 6), np.float64), rng.integers(0, 3, 16)
+    states = []
+    for backend in BACKENDS:
+        model = make(backend, np.float64, seed=1)
+        loss, opt = fn.CrossEntropyLoss(backend=backend), fn.SGD(model, lr=0.1)
+        for _ in range(20):
+            opt.zero_grad()
+            loss.forward(model.forward(x), y)
+            model.backward(loss.backward())
+            opt.step()
+        states.append(model.flat_params.copy())
+    np.testing.assert_allclose(states[0], states[1], rtol=1e-10, atol=1e-12)
+
+
+def test_set_num_threads():
+    n = fn.get_num_threads()
+    fn.set_num_threads(1)
+    assert fn.get_num_threads() == 1
+    fn.set_num_threads(n)
+    with pytest.raises(ValueError, match="positive integer"):
+        fn.set_num_threads(0)
