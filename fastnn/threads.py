@@ -1,16 +1,27 @@
 """One owner for every thread pool fastnn uses.
 
-There are two pools: BLAS (scipy's OpenBLAS, which runs the GEMMs) and numba's (the
-elementwise, loss and optimizer kernels).  On a two-core machine they must not fight:
-spinning OpenMP (GOMP) threads beside OpenBLAS's made a fused GEMM + epilogue 4-8x
-slower.  The policy:
+There are two candidate pools: BLAS (scipy's OpenBLAS, which runs the GEMMs) and
+numba's (elementwise, loss and optimizer kernels).  Measured on this project's 2-core
+machine (float32, 2 threads, median us):
 
-- one thread count ``n`` for both pools: ``fastnn.set_num_threads(n)`` or the
-  environment variable ``FASTNN_NUM_THREADS`` (default: the CPUs this process may use);
-- numba's parallel kernels use its ``workqueue`` threading layer, whose idle threads
-  sleep instead of spinning (set ``NUMBA_THREADING_LAYER`` yourself to override);
-- small work runs serially: a numba kernel goes parallel only at ``PARALLEL_MIN``
-  elements or more (a parallel dispatch costs ~2 us against ~0.4 us serial).
+=====================================================  ======  ==========  =========
+work                                                   serial  GOMP, spin  GOMP, no
+                                                       numba   (default)   spin
+=====================================================  ======  ==========  =========
+128x784x512 GEMM (+bias), then sigmoid on its output      636        8000        648
+relu, 1024x512                                             45          43         86
+sigmoid, 1024x512                                         198          97        160
+=====================================================  ======  ==========  =========
+
+(GEMM alone: 615 us.  numba's ``workqueue`` layer: relu 143 us in parallel.)  Spinning
+OpenMP threads beside OpenBLAS's make a step 12x slower; without spinning, parallel
+numba gains nothing next to a GEMM.  Hence the policy:
+
+- one thread count ``n``: ``fastnn.set_num_threads(n)`` or the environment variable
+  ``FASTNN_NUM_THREADS`` (default: the CPUs this process may use).  BLAS gets ``n``.
+- numba kernels run serially: their pool is never started, so nothing spins beside
+  BLAS.  The parallel kernels exist and are tested; ``FASTNN_PARALLEL_MIN=k`` turns them
+  on for work of ``k`` elements or more (then numba also gets ``n`` threads).
 
 Where numba keeps compiled kernels: ``NUMBA_CACHE_DIR`` if set, else numba's default
 (``__pycache__`` beside the sources); when that is not writable (a read-only install)
@@ -19,14 +30,26 @@ a per-user cache directory is used instead, so importing never fails for want of
 import os
 import tempfile
 
-PARALLEL_MIN = 1 << 16
 _ENV = "FASTNN_NUM_THREADS"
-_state = {"n": None, "blas_limiter": None}
+_state = {"n": None, "blas_limiter": None, "numba_pool": False}
+
+
+def _parallel_min():
+    raw = os.environ.get("FASTNN_PARALLEL_MIN", "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"FASTNN_PARALLEL_MIN must be an integer, got {raw!r}") from None
+    return max(value, 1)
+
+
+PARALLEL_MIN = _parallel_min()   # None: numba kernels always serial (see above)
 
 
 def _configure_numba_before_import():
     """Settings numba reads when it is first imported."""
-    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     if "NUMBA_CACHE_DIR" not in os.environ:
         import importlib.util
 
@@ -65,16 +88,24 @@ def _default_threads():
 
 
 def set_num_threads(n):
-    """Use ``n`` threads in both BLAS and the numba kernels (1 = everything serial)."""
-    import numba
+    """Use ``n`` threads for BLAS (and for numba's parallel kernels where enabled)."""
     from threadpoolctl import threadpool_limits
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive integer, got {n!r}")
-    n = min(n, numba.config.NUMBA_NUM_THREADS)  # numba's pool cannot grow past this
-    numba.set_num_threads(n)
     _state["blas_limiter"] = threadpool_limits(limits=n, user_api="blas")
     _state["n"] = n
+    if _state["numba_pool"]:
+        _size_numba_pool()
+
+
+def _size_numba_pool():
+    import numba
+
+    # numba's pool cannot grow past NUMBA_NUM_THREADS; starting it is deferred to the
+    # first parallel kernel so that by default no numba thread exists at all.
+    numba.set_num_threads(min(_state["n"], numba.config.NUMBA_NUM_THREADS))
+    _state["numba_pool"] = True
 
 
 def get_num_threads():
@@ -86,7 +117,11 @@ def get_num_threads():
 
 def use_parallel(size):
     """Whether work of ``size`` elements should run on the parallel kernels."""
-    return size >= PARALLEL_MIN and get_num_threads() > 1
+    if PARALLEL_MIN is None or size < PARALLEL_MIN or get_num_threads() < 2:
+        return False
+    if not _state["numba_pool"]:
+        _size_numba_pool()
+    return True
 
 
 def info():
@@ -96,8 +131,8 @@ def info():
 
     return {
         "num_threads": get_num_threads(),
-        "parallel_min_elements": PARALLEL_MIN,
-        "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER"),
+        "parallel_min_elements": PARALLEL_MIN or "off (numba kernels serial)",
+        "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER", "(numba's default)"),
         "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR") or "(beside the sources)",
         "blas": [(p.get("internal_api"), p.get("filepath"), p.get("num_threads"))
                  for p in threadpool_info() if p.get("user_api") == "blas"],

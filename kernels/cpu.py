@@ -62,6 +62,15 @@ def row_dot(x, y):
     return s
 
 
+def softmax_numerators(z, out):
+    """out = exp(z - max(z)) over one row; returns (max(z), sum(out)).  The shared
+    first half of softmax and of cross-entropy (slot: exp)."""
+    m = row_max(z)
+    for j in range(z.shape[0]):
+        out[j] = exp(z[j] - m)
+    return m, row_sum(out)
+
+
 @njit(**_OPTS)
 def column_blocks(cols, parallel):
     """Column blocks for row-major reductions over rows: one block serially (rows are
@@ -124,10 +133,8 @@ def activation_backward(z, a, grad_a, grad_z, grad_b, scale):
 def softmax_forward(z, a):
     rows, cols = z.shape
     for r in prange(rows):
-        m = row_max(z[r])
-        for j in range(cols):
-            a[r, j] = exp(z[r, j] - m)
-        inv = 1 / row_sum(a[r])
+        m, s = softmax_numerators(z[r], a[r])
+        inv = 1 / s
         for j in range(cols):
             a[r, j] *= inv
 
@@ -168,10 +175,7 @@ def cross_entropy_labels(z, labels, grad, param, norm):
     rows, cols = z.shape
     total = 0.0
     for r in prange(rows):
-        m = row_max(z[r])
-        for j in range(cols):
-            grad[r, j] = exp(z[r, j] - m)
-        s = row_sum(grad[r])
+        m, s = softmax_numerators(z[r], grad[r])
         k = norm / s
         for j in range(cols):
             grad[r, j] *= k
@@ -187,10 +191,7 @@ def cross_entropy_probs(z, t, grad, param, norm):
     rows, cols = z.shape
     total = 0.0
     for r in prange(rows):
-        m = row_max(z[r])
-        for j in range(cols):
-            grad[r, j] = exp(z[r, j] - m)
-        s = row_sum(grad[r])
+        m, s = softmax_numerators(z[r], grad[r])
         tsum = row_sum(t[r])
         total += (math.log(s) + m) * tsum - row_dot(t[r], z[r])
         k = norm * tsum / s
@@ -208,19 +209,32 @@ def sgd_step(params, grads, lr):
 _ELEMENTWISE = ("linear", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "silu",
                 "softplus")
 ACTIVATION_FORWARD = {n: (activation_forward, {"f": n + "_f"}) for n in _ELEMENTWISE}
-ACTIVATION_FORWARD["softmax"] = (softmax_forward, {"exp": "exp"})
+ACTIVATION_FORWARD["softmax"] = (softmax_forward, {"softmax_numerators": "exp"})
 ACTIVATION_BACKWARD = {n: (activation_backward, {"df": n + "_df"}) for n in _ELEMENTWISE}
 ACTIVATION_BACKWARD["softmax"] = (softmax_backward, {})
 
 LOSSES = {n: (elementwise_loss, {"f": n})
           for n in ("mse", "l1", "huber", "bce", "bce_logits", "hinge", "kl_div")}
-LOSSES["cross_entropy"] = (cross_entropy_labels, {"exp": "exp"})
-LOSSES["cross_entropy_probs"] = (cross_entropy_probs, {"exp": "exp"})
+LOSSES["cross_entropy"] = (cross_entropy_labels, {"softmax_numerators": "exp"})
+LOSSES["cross_entropy_probs"] = (cross_entropy_probs, {"softmax_numerators": "exp"})
 
 OPTIMIZERS = {"sgd": (sgd_step, {})}
 
 _formulas = {}
 _built = {}
+_HELPERS = {"softmax_numerators": (softmax_numerators, "exp")}
+
+
+def _slot(slot, formula, dt):
+    """What a slot is bound to: the formula itself, or for a helper-template slot
+    (``softmax_numerators``) that helper specialised with the formula."""
+    if slot not in _HELPERS:
+        return formula
+    key = (slot, dt)
+    if key not in _built:
+        template, inner = _HELPERS[slot]
+        _built[key] = specialise(template, dt.name, False, **{inner: formula})
+    return _built[key]
 
 
 def get(table, name, dtype, parallel):
@@ -233,7 +247,8 @@ def get(table, name, dtype, parallel):
         if dt not in _formulas:
             _formulas[dt] = formulas(dt)
         template, slots = table[name]
-        bound = {slot: getattr(_formulas[dt], attr) for slot, attr in slots.items()}
+        bound = {slot: _slot(slot, getattr(_formulas[dt], attr), dt)
+                 for slot, attr in slots.items()}
         kernel = _built[key] = specialise(template, f"{name}_{dt.name}", bool(parallel),
                                           **bound)
     return kernel

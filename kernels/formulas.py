@@ -55,14 +55,14 @@ _EXP_CONSTANTS = {
         lo=-104.0, hi=89.0,
         ln2_hi=0.693359375, ln2_lo=-2.12194440e-4,
         round_magic=12582912.0,          # 1.5 * 2**23
-        taylor=9,                        # |r|^10/10! < 2**-25 for |r| <= ln2/2
+        taylor=7,                        # |r|^8/8! < 2**-25 for |r| <= ln2/2
         log_terms=6),                    # atanh series, |s| <= 0.1716
     np.dtype(np.float64): dict(
         int_type=np.int64, mant_bits=52, bias=1023,
         lo=-746.0, hi=710.0,
         ln2_hi=6.93147180369123816490e-01, ln2_lo=1.90821492927058770002e-10,
         round_magic=6755399441055744.0,  # 1.5 * 2**52
-        taylor=14,                       # |r|^15/15! < 2**-54
+        taylor=13,                       # |r|^14/14! < 2**-54
         log_terms=12),
 }
 

@@ -4,7 +4,7 @@ import numpy as np
 
 BACKENDS = ("numpy", "cpu")
 DTYPES = (np.float32, np.float64)
-# odd sizes, and one shape big enough (>= threads.PARALLEL_MIN) for the parallel path
+# odd sizes, including rows of more than 64 columns (several parallel column blocks)
 SHAPES = ((1, 1), (7, 33), (33, 7), (1025, 7), (1, 1025), (1025, 65))
 
 
