@@ -2,15 +2,16 @@
 
 There are two candidate pools: BLAS (scipy's OpenBLAS, which runs the GEMMs) and
 numba's (elementwise, loss and optimizer kernels).  Measured on this project's 2-core
-machine (float32, 2 threads, median us):
+machine (float32, 2 threads, median us; the first and last rows are reproduced by
+``python bench/threads_experiment.py``, the relu row was a one-off run):
 
 =====================================================  ======  ==========  =========
 work                                                   serial  GOMP, spin  GOMP, no
                                                        numba   (default)   spin
 =====================================================  ======  ==========  =========
-128x784x512 GEMM (+bias), then sigmoid on its output      636        8000        648
+128x784x512 GEMM (+bias), then sigmoid on its output      613        8001        625
 relu, 1024x512                                             45          43         86
-sigmoid, 1024x512                                         198          97        160
+sigmoid, 1024x512                                         191         109        170
 =====================================================  ======  ==========  =========
 
 (GEMM alone: 615 us.  numba's ``workqueue`` layer: relu 143 us in parallel.)  Spinning
