@@ -15,7 +15,7 @@ sigmoid, 1024x512                                         191         109       
 =====================================================  ======  ==========  =========
 
 (GEMM alone: 615 us.  numba's ``workqueue`` layer: relu 143 us in parallel.)  Spinning
-OpenMP threads beside OpenBLAS's make a step 12x slower; without spinning, parallel
+OpenMP threads beside OpenBLAS's make a step 13x slower; without spinning, parallel
 numba gains nothing next to a GEMM.  Hence the policy:
 
 - one thread count ``n``: ``fastnn.set_num_threads(n)`` or the environment variable
