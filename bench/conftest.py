@@ -36,7 +36,7 @@ def _warm_numba():
     rng = np.random.default_rng(12345)
     p = rng.standard_normal(1 << 16).astype(np.float32)
     g = rng.standard_normal(1 << 16).astype(np.float32)
-    be.sgd_step(p, g, 0.0)
+    be.optimizer_step("sgd", p, g, (), (np.float32(1), np.float32(0), np.float32(0)))
 
 
 @pytest.fixture(scope="session")

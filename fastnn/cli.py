@@ -26,31 +26,6 @@ def load_digits_split(seed=0, test_fraction=0.2):
     return X[n_test:], y[n_test:], X[:n_test], y[:n_test]
 
 
-def train_classifier(model, X, y, *, epochs, batch_size, lr, seed=0, log=None):
-    """Mini-batch SGD with softmax cross-entropy; ``log(epoch, loss)`` after each epoch.
-    (The general ``fit`` with optimizers and accumulation comes with the next issue.)"""
-    import fastnn as fn
-
-    X = np.ascontiguousarray(X, dtype=model.dtype)
-    y = np.asarray(y, dtype=np.intp)
-    loss_fn = fn.CrossEntropyLoss(backend=model.backend)
-    opt = fn.SGD(model, lr=lr)
-    rng = np.random.default_rng(seed)
-    for epoch in range(epochs):
-        order = rng.permutation(len(X))
-        total = 0.0
-        for start in range(0, len(X), batch_size):
-            idx = order[start:start + batch_size]
-            opt.zero_grad()
-            loss = loss_fn.forward(model.forward(X[idx]), y[idx])
-            model.backward(loss_fn.backward())
-            opt.step()
-            total += loss * len(idx)
-        if log is not None:
-            log(epoch + 1, total / len(X))
-    return model
-
-
 def accuracy(model, X, y):
     out = model.to_numpy(model.forward(np.ascontiguousarray(X, dtype=model.dtype)))
     return float(np.mean(out.argmax(axis=1) == y))
@@ -73,19 +48,22 @@ def _train(args):
 
     tty = sys.stdout.isatty()
 
-    def log(epoch, loss):
+    class Progress(fn.Callback):
         # a bar redrawn in place on a terminal; every 10th epoch as a line otherwise
-        if args.quiet or (not tty and epoch % 10 and epoch != args.epochs):
-            return
-        bar = "#" * int(30 * epoch / args.epochs)
-        line = f"  epoch {epoch:3d}/{args.epochs} [{bar:<30}] loss {loss:.4f}"
-        if tty:
-            print("\r" + line, end="" if epoch < args.epochs else "\n", flush=True)
-        else:
-            print(line, flush=True)
+        def on_epoch_end(self, epoch, logs=None):
+            epoch += 1
+            if args.quiet or (not tty and epoch % 10 and epoch != args.epochs):
+                return
+            bar = "#" * int(30 * epoch / args.epochs)
+            line = f"  epoch {epoch:3d}/{args.epochs} [{bar:<30}] loss {logs['loss']:.4f}"
+            if tty:
+                print("\r" + line, end="" if epoch < args.epochs else "\n", flush=True)
+            else:
+                print(line, flush=True)
 
-    train_classifier(model, Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size,
-                     lr=args.lr, seed=args.seed, log=log)
+    opt = fn.SGD(model, lr=args.lr)
+    model.fit(Xtr, ytr, loss="cross_entropy", optimizer=opt, epochs=args.epochs,
+              batch_size=args.batch_size, seed=args.seed, callbacks=[Progress()])
     elapsed = time.perf_counter() - t0
     acc = accuracy(model, Xte, yte)
     print(f"test accuracy: {100 * acc:.2f}%  ({elapsed:.2f} s training)")

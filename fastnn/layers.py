@@ -136,6 +136,8 @@ class Sequential:
         self.zero_grad()
         self._workspaces = {}
         self._inputs = None      # the arrays the last forward read, for backward
+        self.optimizer = None    # the optimizer of the last fit
+        self.stop_training = False
 
     # -- parameters ----------------------------------------------------------------
     def parameters(self):
@@ -235,6 +237,44 @@ class Sequential:
             b.dense_backward(inputs[i], layer.weight.data, ws.grad_z[i],
                              layer.weight.grad, ws.grad_x[i], scale)
             g = ws.grad_x[i]
+
+    # -- training ------------------------------------------------------------------
+    def fit(self, X, y, *, loss, optimizer, epochs=1, batch_size=32,
+            micro_batch_size=None, shuffle=True, seed=None, clip_grad_norm=None,
+            norm_type=2.0, scheduler=None, scheduler_interval="epoch", callbacks=()):
+        """Train on ``X`` (samples, in_features) and targets ``y``; return a
+        :class:`fastnn.training.History` of the per-epoch mean training loss.
+
+        - ``X``, ``y``: any real array-likes, converted once to the model's dtype
+          (class labels for ``"cross_entropy"``: integer-valued, 1-D).  A 1-D ``y`` is
+          one column when the model has one output.  NaN/inf, a wrong shape or a label
+          out of range raise before anything changes.
+        - ``loss``: a Loss or a name in ``fastnn.LOSSES`` (``"cross_entropy"``,
+          ``"mse"``, ...); ``optimizer``: an Optimizer of this model (its state
+          carries over between fits) or a name in ``fastnn.optim.OPTIMIZERS``
+          (``"sgd"``, ``"adam"``, ...: a new one with PyTorch's defaults).  The one
+          used is kept as ``model.optimizer``.
+        - ``batch_size`` B (default 32): one optimizer step per batch; the last batch
+          of an epoch holds the remaining samples.  ``micro_batch_size`` m (default B):
+          each batch is computed m rows at a time and the gradients accumulated, exactly
+          normalised by the batch's true size; the result equals the whole batch's
+          update (to rounding) while activations take m rows of memory, not B.
+        - ``shuffle`` (default True) draws a new sample order each epoch from ``seed``.
+        - ``clip_grad_norm``: clip the batch's gradient to this total
+          ``norm_type``-norm before each step (as ``fastnn.optim.clip_grad_norm``,
+          with the factor applied inside the optimizer kernel).
+        - ``scheduler``: a learning-rate scheduler on ``optimizer``, stepped once per
+          epoch (``scheduler_interval="epoch"``) or per update (``"batch"``).
+        - ``callbacks``: :class:`fastnn.training.Callback` instances, called after
+          each epoch (they may stop training).
+        """
+        from .training import fit
+
+        return fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
+                   batch_size=batch_size, micro_batch_size=micro_batch_size,
+                   shuffle=shuffle, seed=seed, clip_grad_norm=clip_grad_norm,
+                   norm_type=norm_type, scheduler=scheduler,
+                   scheduler_interval=scheduler_interval, callbacks=callbacks)
 
     def __repr__(self):
         inner = ",\n  ".join(repr(layer) for layer in self.layers)

@@ -20,13 +20,32 @@ class Loss:
         self.param = 0.0
         self._grad = None
 
-    def _check_target(self, out, target):
-        """Validate ``target`` against ``out``; return (kernel name, target array)."""
-        target = _checks.batch_array(target, "target", out.dtype, ndim=out.ndim)
-        if target.shape != out.shape:
-            raise ValueError(f"target must have the output's shape {out.shape}, got "
+    def check_target(self, target, shape, dtype):
+        """Validate ``target`` for outputs of ``shape`` and ``dtype``; return (kernel
+        name, target array).  No conversion: see :meth:`prepare_target`."""
+        target = _checks.batch_array(target, "target", dtype, ndim=len(shape))
+        if target.shape != tuple(shape):
+            raise ValueError(f"target must have the output's shape {tuple(shape)}, got "
                              f"{target.shape} (nothing is broadcast)")
         return self.name, target
+
+    def _check_output(self, out):
+        """Checks on the model's output itself (BCE: probabilities)."""
+
+    def prepare_target(self, y, rows, columns, dtype):
+        """Convert a whole data set's targets (any real array-like) once to what
+        :meth:`check_target` accepts, and validate every value: what ``fit`` does
+        before training.  A 1-D ``y`` is taken as one column when the model has one
+        output."""
+        y = np.asarray(y)
+        if y.dtype.kind not in "fiub":
+            raise TypeError(f"y must hold real numbers, got dtype {y.dtype}")
+        if y.ndim == 1 and columns == 1:
+            y = y.reshape(-1, 1)
+        y = np.ascontiguousarray(y, dtype=dtype)
+        if not np.all(np.isfinite(y)):
+            raise ValueError("y contains NaN or inf")
+        return self.check_target(y, (rows, columns), dtype)[1]
 
     def forward(self, output, target):
         """The mean loss of ``output`` (batch, k) against ``target``; keeps the
@@ -39,7 +58,8 @@ class Loss:
                 and target.shape[0] != out.shape[0]:
             raise ValueError(f"output has {out.shape[0]} rows but target has "
                              f"{target.shape[0]}: batch sizes must match")
-        kernel, target = self._check_target(out, target)
+        self._check_output(out)
+        kernel, target = self.check_target(target, out.shape, out.dtype)
         if self._grad is None or self._grad.shape != out.shape \
                 or self._grad.dtype != out.dtype:
             self._grad = self.backend.empty(out.shape, out.dtype)
@@ -90,9 +110,11 @@ class BCELoss(Loss):
     [0, 1]; log terms clamped at -100 as in PyTorch.  Prefer BCEWithLogitsLoss."""
     name = "bce"
 
-    def _check_target(self, out, target):
-        kernel, target = super()._check_target(out, target)
+    def _check_output(self, out):
         _values_in(out, "output (probabilities)", 0, 1)
+
+    def check_target(self, target, shape, dtype):
+        kernel, target = super().check_target(target, shape, dtype)
         _values_in(target, "target", 0, 1)
         return kernel, target
 
@@ -107,8 +129,8 @@ class HingeLoss(Loss):
     """mean(max(0, 1 - y s)) with labels y in {-1, +1}."""
     name = "hinge"
 
-    def _check_target(self, out, target):
-        kernel, target = super()._check_target(out, target)
+    def check_target(self, target, shape, dtype):
+        kernel, target = super().check_target(target, shape, dtype)
         if not np.all((target == 1) | (target == -1)):
             raise ValueError("target must hold only -1 and +1 for HingeLoss")
         return kernel, target
@@ -120,8 +142,8 @@ class KLDivLoss(Loss):
     name = "kl_div"
     mean_over = "batch"
 
-    def _check_target(self, out, target):
-        kernel, target = super()._check_target(out, target)
+    def check_target(self, target, shape, dtype):
+        kernel, target = super().check_target(target, shape, dtype)
         if not np.all(target >= 0):
             raise ValueError("target must hold probabilities (>= 0) for KLDivLoss")
         return kernel, target
@@ -134,9 +156,9 @@ class CrossEntropyLoss(Loss):
     name = "cross_entropy"
     mean_over = "batch"
 
-    def _check_target(self, out, target):
+    def check_target(self, target, shape, dtype):
         if isinstance(target, np.ndarray) and target.ndim == 2:
-            kernel, target = super()._check_target(out, target)
+            kernel, target = super().check_target(target, shape, dtype)
             if not np.all(target >= 0):
                 raise ValueError("target probabilities must be >= 0")
             return "cross_entropy_probs", target
@@ -146,11 +168,23 @@ class CrossEntropyLoss(Loss):
                              f"{getattr(target, 'shape', type(target).__name__)}")
         if target.dtype.kind not in "iu":
             raise TypeError(f"target labels must be integers, got dtype {target.dtype}")
-        classes = out.shape[1]
+        if target.shape[0] != shape[0]:
+            raise ValueError(f"target must hold {shape[0]} labels, got {target.shape[0]}")
+        classes = shape[1]
         if target.size and (target.min() < 0 or target.max() >= classes):
             raise ValueError(f"target labels must lie in [0, {classes}), got values in "
                              f"[{target.min()}, {target.max()}]")
         return "cross_entropy", target.astype(np.intp, copy=False)
+
+    def prepare_target(self, y, rows, columns, dtype):
+        """Class labels (1-D, integer-valued: converted exactly to integers) or class
+        probabilities (2-D, converted to ``dtype``)."""
+        y = np.asarray(y)
+        if y.ndim == 2:
+            return super().prepare_target(y, rows, columns, dtype)
+        if y.ndim == 1 and y.dtype.kind in "fiub":
+            y = _checks.exact_cast(y, np.intp, "y (class labels)")
+        return self.check_target(y, (rows, columns), dtype)[1]
 
 
 LOSSES = {

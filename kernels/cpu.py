@@ -22,7 +22,7 @@ import types
 import numpy as np
 from numba import njit, prange
 
-from .formulas import formulas
+from .formulas import OPTIMIZER_STATES, formulas
 
 # Slots: the kernels below are templates that read these names as globals.
 # :func:`specialise` clones a template with the slots bound to one formula, so numba
@@ -200,9 +200,69 @@ def cross_entropy_probs(z, t, grad, param, norm):
     return total * norm
 
 
-def sgd_step(params, grads, lr):
-    for i in prange(params.shape[0]):
-        params[i] -= lr * grads[i]
+# Optimizer steps: one loop over the flat buffers per step, whatever the model, with
+# the update rule ``f`` (a formula of OPTIMIZER_STATES) inlined.  One template per
+# number of state buffers; ``h`` is the step's tuple of scalars.
+def optimizer_step0(p, g, h):
+    for i in prange(p.shape[0]):
+        r = f(p[i], g[i], h)
+        p[i] = r[0]
+
+
+def optimizer_step1(p, g, s0, h):
+    for i in prange(p.shape[0]):
+        p[i], s0[i] = f(p[i], g[i], s0[i], h)
+
+
+def optimizer_step2(p, g, s0, s1, h):
+    for i in prange(p.shape[0]):
+        p[i], s0[i], s1[i] = f(p[i], g[i], s0[i], s1[i], h)
+
+
+def optimizer_step3(p, g, s0, s1, s2, h):
+    for i in prange(p.shape[0]):
+        p[i], s0[i], s1[i], s2[i] = f(p[i], g[i], s0[i], s1[i], s2[i], h)
+
+
+_OPTIMIZER_STEPS = (optimizer_step0, optimizer_step1, optimizer_step2, optimizer_step3)
+
+
+# Gradient norms (for clipping): accumulated in float64 whatever the buffer's type.
+@njit(fastmath=_SUM_MATH, **_OPTS)
+def sum_squares(x):
+    s = 0.0
+    for i in range(x.shape[0]):
+        v = np.float64(x[i])
+        s += v * v
+    return s
+
+
+@njit(**_OPTS)
+def max_abs(x):
+    m = 0.0
+    for i in range(x.shape[0]):
+        a = abs(np.float64(x[i]))
+        m = a if (a > m or a != a) else m      # NaN sticks
+        if m != m:
+            break
+    return m
+
+
+@njit(**_OPTS)
+def sum_abs_pow(x, order):
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += abs(np.float64(x[i])) ** order
+    return s
+
+
+def vector_norm(x, order):
+    """The ``order``-norm of a flat buffer (order > 0, or inf), in float64."""
+    if order == 2.0:
+        return math.sqrt(sum_squares(x))
+    if order == math.inf:
+        return max_abs(x)
+    return sum_abs_pow(x, float(order)) ** (1.0 / order)
 
 
 # ---- tables: name -> (template, slots taken from the formulas) ----------------------
@@ -218,7 +278,8 @@ LOSSES = {n: (elementwise_loss, {"f": n})
 LOSSES["cross_entropy"] = (cross_entropy_labels, {"softmax_numerators": "exp"})
 LOSSES["cross_entropy_probs"] = (cross_entropy_probs, {"softmax_numerators": "exp"})
 
-OPTIMIZERS = {"sgd": (sgd_step, {})}
+OPTIMIZERS = {n: (_OPTIMIZER_STEPS[len(states)], {"f": n})
+              for n, states in OPTIMIZER_STATES.items()}
 
 _formulas = {}
 _built = {}

@@ -1,4 +1,4 @@
-"""Every activation and loss formula of the compiled backends, written once.
+"""Every activation, loss and optimizer formula of the compiled backends, written once.
 
 Each formula is a plain scalar function compiled with ``numba.njit``; the CPU kernels
 (``fastnn.kernels.cpu``) are loops around them, and numba.cuda kernels can call the same
@@ -64,6 +64,23 @@ _EXP_CONSTANTS = {
         round_magic=6755399441055744.0,  # 1.5 * 2**52
         taylor=13,                       # |r|^14/14! < 2**-54
         log_terms=12),
+}
+
+
+# Optimizer update rules of :func:`formulas`: name -> the state buffers each keeps (one
+# value per parameter, in the order the formula takes and returns them).  The names
+# are PyTorch's state keys.
+OPTIMIZER_STATES = {
+    "sgd": (),
+    "sgd_momentum": ("momentum_buffer",),
+    "adagrad": ("sum",),
+    "rmsprop": ("square_avg",),
+    "rmsprop_centered": ("square_avg", "grad_avg"),
+    "rmsprop_momentum": ("square_avg", "momentum_buffer"),
+    "rmsprop_centered_momentum": ("square_avg", "grad_avg", "momentum_buffer"),
+    "adadelta": ("square_avg", "acc_delta"),
+    "adam": ("exp_avg", "exp_avg_sq"),
+    "adam_amsgrad": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
 }
 
 
@@ -266,6 +283,106 @@ def formulas(dtype):
         # target * (log target - input), with 0 log 0 = 0 (PyTorch's xlogy).
         tl = t * F(math.log(t)) if t > ZERO else ZERO
         return tl - t * o, -t
+
+    # ---- optimizers: one parameter element's update -----------------------------
+    # Each takes (p, g, *state, h) and returns (p, *state): the element's new value and
+    # its new optimizer state (the buffers named in OPTIMIZER_STATES, in that order).
+    # ``h`` is the step's tuple of scalars, already in this float type; it opens with
+    # (sign, l2): d = sign * g + l2 * p is the gradient the rule sees, sign = -1 for
+    # ``maximize`` (or the gradient-clipping factor folded in, see fastnn.optim), l2
+    # PyTorch's coupled weight decay.  Per-step quantities (bias corrections, decayed
+    # learning rates) are computed once per step in Python, not per element.
+    @njit(**_inline)
+    def sgd(p, g, h):
+        sign, l2, lr = h
+        return (p - lr * (sign * g + l2 * p),)
+
+    @njit(**_inline)
+    def sgd_momentum(p, g, b, h):
+        # b = mu b + c d; the update is n_d d + n_b b: (0, 1) for heavy ball, (1, mu)
+        # for Nesterov.  First step: mu = 0, c = 1, so b = d as in PyTorch.
+        sign, l2, lr, mu, c, n_d, n_b = h
+        d = sign * g + l2 * p
+        b = mu * b + c * d
+        return p - lr * (n_d * d + n_b * b), b
+
+    @njit(**_inline)
+    def adagrad(p, g, s, h):
+        sign, l2, clr, eps = h            # clr: lr / (1 + (t - 1) lr_decay)
+        d = sign * g + l2 * p
+        s = s + d * d
+        return p - clr * (d / (math.sqrt(s) + eps)), s
+
+    @njit(**_inline)
+    def _rms_square(v, d, alpha, c):
+        return alpha * v + c * d * d      # c = 1 - alpha
+
+    @njit(**_inline)
+    def rmsprop(p, g, v, h):
+        sign, l2, lr, alpha, c, eps, mu = h
+        d = sign * g + l2 * p
+        v = _rms_square(v, d, alpha, c)
+        return p - lr * (d / (math.sqrt(v) + eps)), v
+
+    @njit(**_inline)
+    def rmsprop_centered(p, g, v, ga, h):
+        sign, l2, lr, alpha, c, eps, mu = h
+        d = sign * g + l2 * p
+        v = _rms_square(v, d, alpha, c)
+        ga = ga + c * (d - ga)
+        return p - lr * (d / (math.sqrt(v - ga * ga) + eps)), v, ga
+
+    @njit(**_inline)
+    def rmsprop_momentum(p, g, v, b, h):
+        sign, l2, lr, alpha, c, eps, mu = h
+        d = sign * g + l2 * p
+        v = _rms_square(v, d, alpha, c)
+        b = mu * b + d / (math.sqrt(v) + eps)
+        return p - lr * b, v, b
+
+    @njit(**_inline)
+    def rmsprop_centered_momentum(p, g, v, ga, b, h):
+        sign, l2, lr, alpha, c, eps, mu = h
+        d = sign * g + l2 * p
+        v = _rms_square(v, d, alpha, c)
+        ga = ga + c * (d - ga)
+        b = mu * b + d / (math.sqrt(v - ga * ga) + eps)
+        return p - lr * b, v, ga, b
+
+    @njit(**_inline)
+    def adadelta(p, g, v, u, h):
+        sign, l2, lr, rho, c, eps = h     # c = 1 - rho
+        d = sign * g + l2 * p
+        v = rho * v + c * d * d
+        delta = math.sqrt(u + eps) / math.sqrt(v + eps) * d
+        u = rho * u + c * delta * delta
+        return p - lr * delta, v, u
+
+    @njit(**_inline)
+    def _adam_moments(p, g, m, v, h):
+        # m moves towards d by 1 - beta1 (PyTorch's lerp); v is the squared-gradient
+        # average.  Decoupled decay (AdamW) is the factor p * decay; Adam has decay 1.
+        sign, l2, decay, step_size, bc2_sqrt, eps, c1, b2, c2 = h
+        d = sign * g + l2 * p
+        return d, m + c1 * (d - m), b2 * v + c2 * d * d
+
+    @njit(**_inline)
+    def _adam_update(p, m, v_hat_sqrt, h):
+        sign, l2, decay, step_size, bc2_sqrt, eps, c1, b2, c2 = h
+        # step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t): PyTorch's
+        # bias corrections (the second moment's under the square root).
+        return p * decay - step_size * (m / (v_hat_sqrt / bc2_sqrt + eps))
+
+    @njit(**_inline)
+    def adam(p, g, m, v, h):
+        d, m, v = _adam_moments(p, g, m, v, h)
+        return _adam_update(p, m, math.sqrt(v), h), m, v
+
+    @njit(**_inline)
+    def adam_amsgrad(p, g, m, v, vmax, h):
+        d, m, v = _adam_moments(p, g, m, v, h)
+        vmax = max(vmax, v)
+        return _adam_update(p, m, math.sqrt(vmax), h), m, v, vmax
 
     sigmoid_f, softplus_f = sigmoid, softplus   # the activation table's names
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastnn as fn
+from fastnn.kernels.formulas import OPTIMIZER_STATES
 from kernel_cases import DTYPES, SHAPES, poisoned, rand, tol
 
 
@@ -107,14 +108,54 @@ def test_loss_kernels(name, shape, dtype, rng, ref, cpu, mode):
     assert value == pytest.approx(wvalue, rel=rtol, abs=atol * shape[1])
 
 
+# Each update rule with scalars a real optimizer could pass (sign, l2 first).
+RULE_SCALARS = {
+    "sgd": (1.0, 0.1, 0.3),
+    "sgd_momentum": (-1.0, 0.1, 0.3, 0.9, 0.8, 1.0, 0.9),
+    "adagrad": (1.0, 0.1, 0.05, 1e-10),
+    "rmsprop": (1.0, 0.1, 0.01, 0.99, 0.01, 1e-8, 0.8),
+    "adadelta": (0.7, 0.1, 1.0, 0.9, 0.1, 1e-6),
+    "adam": (1.0, 0.1, 0.999, 0.01, 0.3, 1e-8, 0.1, 0.999, 0.001),
+}
+
+
+def _rule_scalars(rule):
+    return next(v for k, v in sorted(RULE_SCALARS.items(), key=lambda kv: -len(kv[0]))
+                if rule.startswith(k))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [1, 7, 33, 1025, 70001])
-def test_sgd_step(n, dtype, rng, ref, cpu, mode):
+@pytest.mark.parametrize("rule", sorted(OPTIMIZER_STATES))
+def test_optimizer_step(rule, n, dtype, rng, ref, cpu, mode):
+    """One fused step of every update rule against the reference, all buffers."""
     p0, g = rand(rng, n, dtype), rand(rng, n, dtype)
-    p, wp = p0.copy(), p0.astype(np.float64)
-    cpu.sgd_step(p, g, 0.3)
-    ref.sgd_step(wp, g.astype(np.float64), 0.3)
+    names = OPTIMIZER_STATES[rule]
+    # state a running optimizer could hold: signed averages, squared averages >= 1
+    # (so that square_avg - grad_avg^2 stays positive)
+    state0 = [(0.1 if name == "grad_avg" else 1.0) * rand(rng, n, dtype)
+              if name in ("grad_avg", "exp_avg", "momentum_buffer")
+              else 1 + np.abs(rand(rng, n, dtype)) for name in names]
+    h = _rule_scalars(rule)
+    p, state = p0.copy(), tuple(s.copy() for s in state0)
+    cpu.optimizer_step(rule, p, g, state, tuple(dtype(x) for x in h))
+    wp, wstate = p0.astype(np.float64), tuple(s.astype(np.float64) for s in state0)
+    ref.optimizer_step(rule, wp, g.astype(np.float64), wstate, h)
     close(p, wp, dtype)
+    for s, w in zip(state, wstate):
+        close(s, w, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("order", [2.0, 1.0, 3.5, np.inf])
+@pytest.mark.parametrize("n", [1, 33, 70001])
+def test_vector_norm(order, n, dtype, rng, ref, cpu):
+    x = rand(rng, n, dtype)
+    want = np.linalg.norm(x.astype(np.float64), ord=order)
+    assert cpu.vector_norm(x, order) == pytest.approx(want, rel=1e-12)
+    assert ref.vector_norm(x, order) == pytest.approx(want, rel=1e-12)
+    x[n // 2] = np.nan
+    assert np.isnan(cpu.vector_norm(x, order))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -17,7 +17,8 @@ def test_digits_reaches_97_percent(backend):
     Xtr, ytr, Xte, yte = cli.load_digits_split(seed=0)
     model = fn.Sequential(fn.Dense(64, 128, activation="relu"), fn.Dense(128, 10),
                           backend=backend, dtype=np.float32, seed=0)
-    cli.train_classifier(model, Xtr, ytr, epochs=30, batch_size=32, lr=0.1, seed=0)
+    model.fit(Xtr, ytr, loss="cross_entropy", optimizer=fn.SGD(model, lr=0.1), epochs=30,
+              batch_size=32, seed=0)
     assert cli.accuracy(model, Xte, yte) >= 0.97
 
 

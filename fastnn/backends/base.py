@@ -1,4 +1,4 @@
-"""The kernel interface every backend implements: a dozen methods, no more.
+"""The kernel interface every backend implements: thirteen methods, no more.
 
 Arrays are the backend's own (NumPy arrays for ``numpy`` and ``cpu``); every method
 writes into arrays it is given (inputs first, outputs last) and allocates nothing but
@@ -52,6 +52,19 @@ class Backend:
         ``param`` is the loss's parameter (Huber's delta), ``norm`` its mean factor."""
         raise NotImplementedError
 
-    def sgd_step(self, params, grads, lr):
-        """params -= lr * grads over the flat buffers."""
+    def optimizer_step(self, name, params, grads, state, hyper):
+        """One step of the update rule ``name`` (a key of
+        ``fastnn.kernels.formulas.OPTIMIZER_STATES``) over the flat buffers, in place:
+        ``params`` and each buffer of ``state`` (a tuple, in the rule's order) are
+        updated from ``grads``.  ``hyper`` is the rule's tuple of scalars (see the
+        formula), of the buffers' float type."""
+        raise NotImplementedError
+
+    def vector_norm(self, buf, order):
+        """The ``order``-norm (> 0, or inf) of a flat buffer, as a Python float
+        (accumulated in float64)."""
+        raise NotImplementedError
+
+    def scale(self, buf, factor):
+        """buf *= factor, in place."""
         raise NotImplementedError

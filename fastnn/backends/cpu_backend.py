@@ -38,6 +38,9 @@ class CpuBackend(NumpyBackend):
         kernel = self._kernel(K.LOSSES, name, out.dtype, out.size)
         return float(kernel(out, target, grad, F(param), F(norm)))
 
-    def sgd_step(self, params, grads, lr):
-        kernel = self._kernel(K.OPTIMIZERS, "sgd", params.dtype, params.size)
-        kernel(params, grads, params.dtype.type(lr))
+    def optimizer_step(self, name, params, grads, state, hyper):
+        kernel = self._kernel(K.OPTIMIZERS, name, params.dtype, params.size)
+        kernel(params, grads, *state, hyper)
+
+    def vector_norm(self, buf, order):
+        return float(K.vector_norm(buf, order))

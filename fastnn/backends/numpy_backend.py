@@ -93,6 +93,88 @@ LOSSES = {
 }
 
 
+# Optimizer rules, vectorised and in place: (p, g, *state, h), state and h laid out as
+# the compiled formulas take them (fastnn.kernels.formulas, OPTIMIZER_STATES).  Written
+# from PyTorch's documented algorithms, as a sequence of whole-array passes.
+def _decayed(p, g, h):
+    sign, l2 = h[0], h[1]
+    return sign * g + l2 * p
+
+
+def _sgd(p, g, h):
+    p -= h[2] * _decayed(p, g, h)
+
+
+def _sgd_momentum(p, g, buf, h):
+    _, _, lr, mu, c, n_d, n_b = h
+    d = _decayed(p, g, h)
+    buf *= mu
+    buf += c * d
+    p -= lr * (n_d * d + n_b * buf)
+
+
+def _adagrad(p, g, acc, h):
+    clr, eps = h[2], h[3]
+    d = _decayed(p, g, h)
+    acc += d * d
+    p -= clr * d / (np.sqrt(acc) + eps)
+
+
+def _rmsprop(p, g, sq, grad_avg, buf, h):
+    _, _, lr, alpha, c, eps, mu = h
+    d = _decayed(p, g, h)
+    sq *= alpha
+    sq += c * d * d
+    var = sq
+    if grad_avg is not None:
+        grad_avg += c * (d - grad_avg)
+        var = sq - grad_avg * grad_avg
+    step = d / (np.sqrt(var) + eps)
+    if buf is not None:
+        buf *= mu
+        buf += step
+        step = buf
+    p -= lr * step
+
+
+def _adadelta(p, g, sq, acc_delta, h):
+    _, _, lr, rho, c, eps = h
+    d = _decayed(p, g, h)
+    sq *= rho
+    sq += c * d * d
+    delta = np.sqrt(acc_delta + eps) / np.sqrt(sq + eps) * d
+    acc_delta *= rho
+    acc_delta += c * delta * delta
+    p -= lr * delta
+
+
+def _adam(p, g, m, v, vmax, h):
+    _, _, decay, step_size, bc2_sqrt, eps, c1, b2, c2 = h
+    d = _decayed(p, g, h)
+    m += c1 * (d - m)
+    v *= b2
+    v += c2 * d * d
+    if vmax is not None:
+        np.maximum(vmax, v, out=vmax)
+    denom = np.sqrt(v if vmax is None else vmax) / bc2_sqrt + eps
+    p *= decay
+    p -= step_size * (m / denom)
+
+
+OPTIMIZERS = {
+    "sgd": _sgd,
+    "sgd_momentum": _sgd_momentum,
+    "adagrad": _adagrad,
+    "rmsprop": lambda p, g, sq, h: _rmsprop(p, g, sq, None, None, h),
+    "rmsprop_centered": lambda p, g, sq, ga, h: _rmsprop(p, g, sq, ga, None, h),
+    "rmsprop_momentum": lambda p, g, sq, b, h: _rmsprop(p, g, sq, None, b, h),
+    "rmsprop_centered_momentum": _rmsprop,
+    "adadelta": _adadelta,
+    "adam": lambda p, g, m, v, h: _adam(p, g, m, v, None, h),
+    "adam_amsgrad": _adam,
+}
+
+
 class NumpyBackend(Backend):
     name = "numpy"
 
@@ -135,5 +217,11 @@ class NumpyBackend(Backend):
         grad[...] = d * norm
         return float(np.sum(terms, dtype=np.float64) * norm)
 
-    def sgd_step(self, params, grads, lr):
-        params -= params.dtype.type(lr) * grads
+    def optimizer_step(self, name, params, grads, state, hyper):
+        OPTIMIZERS[name](params, grads, *state, hyper)
+
+    def vector_norm(self, buf, order):
+        return float(np.linalg.norm(buf.astype(np.float64), ord=order))
+
+    def scale(self, buf, factor):
+        buf *= buf.dtype.type(factor)
