@@ -1,0 +1,206 @@
+"""Exact gradient accumulation: micro-batches of any sizes give the global-batch
+gradient and, through ``fit``, the global-batch training run."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastnn as fn
+from kernel_cases import BACKENDS, rand
+
+
+def make(backend="cpu", dtype=np.float64, seed=0, sizes=(6, 5, 3)):
+    layers = [fn.Dense(a, b, activation="tanh") for a, b in zip(sizes, sizes[1:-1])]
+    layers.append(fn.Dense(sizes[-2], sizes[-1]))
+    return fn.Sequential(*layers, backend=backend, dtype=dtype, seed=seed)
+
+
+def data(rng, n, loss="cross_entropy", features=6, classes=3):
+    X = rand(rng, (n, features), np.float64)
+    if loss == "cross_entropy":
+        return X, rng.integers(0, classes, n)
+    return X, rand(rng, (n, classes), np.float64)
+
+
+def rel_err(a, b):
+    return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "huber", "bce_with_logits"])
+def test_micro_batches_sum_to_the_batch_gradient(backend, loss, rng):
+    X, y = data(rng, 23, "cross_entropy" if loss == "cross_entropy" else "mse")
+    if loss == "bce_with_logits":
+        y = (y > 0).astype(np.float64)
+    model = make(backend)
+    loss_fn = fn.get_loss(loss, backend=backend)
+    model.zero_grad()
+    loss_fn.forward(model.forward(X), y)
+    model.backward(loss_fn.backward())
+    whole = model.flat_grads.copy()
+    model.zero_grad()
+    for lo, hi in ((0, 10), (10, 11), (11, 20), (20, 23)):        # uneven, short last
+        loss_fn.forward(model.forward(X[lo:hi]), y[lo:hi])
+        model.backward(loss_fn.backward(), scale=(hi - lo) / 23)
+    assert rel_err(model.flat_grads, whole) < 1e-13
+
+
+OPTIMIZERS = [
+    ("sgd", {}), ("sgd", dict(momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("adagrad", dict(lr_decay=0.1)), ("rmsprop", dict(centered=True, momentum=0.5)),
+    ("adadelta", {}), ("adam", dict(weight_decay=0.01)), ("adamw", dict(amsgrad=True)),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", OPTIMIZERS,
+                         ids=[f"{n}-{'-'.join(k) or 'defaults'}" for n, k in OPTIMIZERS])
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 40), batch=st.integers(1, 45), micro_frac=st.floats(0.0, 1.0),
+       clip=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_fit_with_micro_batches_equals_whole_batches(name, kwargs, n, batch, micro_frac,
+                                                     clip, seed):
+    """The guarantee: float64 weights after fit with micro-batches equal those with
+    whole batches (same sample order) to 1e-12 relative, for any batch and
+    micro-batch sizes, B not dividing n and m not dividing B included."""
+    micro = max(1, int(round(micro_frac * batch)))
+    rng = np.random.default_rng(seed)
+    X, y = data(rng, n)
+    clip = 0.5 if clip else None
+    runs = []
+    for m in (None, micro):
+        model = make(seed=seed)
+        opt = fn.get_optimizer(name, model, lr=0.05, **kwargs)
+        model.fit(X, y, loss="cross_entropy", optimizer=opt, epochs=2, batch_size=batch,
+                  micro_batch_size=m, seed=seed, clip_grad_norm=clip)
+        runs.append((model.flat_params.copy(), opt.step_count))
+    (whole, steps_whole), (accumulated, steps_micro) = runs
+    assert steps_whole == steps_micro == 2 * -(-n // batch)   # one step per batch
+    assert rel_err(accumulated, whole) < 1e-12
+    # ... and the whole-batch run is plain mini-batch training (independent loop)
+    model = make(seed=seed)
+    opt = fn.get_optimizer(name, model, lr=0.05, **kwargs)
+    loss_fn = fn.CrossEntropyLoss()
+    order_rng = np.random.default_rng(seed)
+    for _ in range(2):
+        order = order_rng.permutation(n)
+        for start in range(0, n, batch):
+            idx = order[start:start + batch]
+            opt.zero_grad()
+            loss_fn.forward(model.forward(X[idx]), y[idx])
+            model.backward(loss_fn.backward())
+            if clip is not None:
+                fn.clip_grad_norm(model, clip)
+            opt.step()
+    np.testing.assert_array_equal(model.flat_params, whole)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_fit_equals_the_manual_loop(backend, clip, rng):
+    """fit (no shuffling) is the documented loop, bit for bit: zero_grad, micro-batch
+    forward/backward with scale m_i/B, clip, one step per batch."""
+    X, y = data(rng, 29)
+    fitted, manual = make(backend), make(backend)
+    opt_f, opt_m = fn.Adam(fitted, lr=0.01), fn.Adam(manual, lr=0.01)
+    hist = fitted.fit(X, y, loss="cross_entropy", optimizer=opt_f, epochs=3,
+                      batch_size=8, micro_batch_size=3, shuffle=False,
+                      clip_grad_norm=clip)
+    loss_fn = fn.CrossEntropyLoss(backend=backend)
+    losses = []
+    for _ in range(3):
+        total = 0.0
+        for start in range(0, 29, 8):
+            stop = min(start + 8, 29)
+            opt_m.zero_grad()
+            for lo in range(start, stop, 3):
+                hi = min(lo + 3, stop)
+                total += loss_fn.forward(manual.forward(X[lo:hi]), y[lo:hi]) * (hi - lo)
+                manual.backward(loss_fn.backward(), scale=(hi - lo) / (stop - start))
+            if clip is not None:
+                fn.clip_grad_norm(manual, clip)
+            opt_m.step()
+        losses.append(total / 29)
+    np.testing.assert_array_equal(fitted.flat_params, manual.flat_params)
+    assert hist.loss == losses and hist["loss"] == losses and hist.epoch == [0, 1, 2]
+
+
+def test_fit_learns_and_is_reproducible(rng):
+    X = rng.standard_normal((200, 6))
+    y = (X[:, :3].argmax(axis=1))
+    hists = []
+    for _ in range(2):
+        model = make(dtype=np.float32, seed=4)
+        hists.append(model.fit(X, y, loss="cross_entropy", optimizer="adam", epochs=30,
+                               batch_size=16, seed=7))
+        assert isinstance(model.optimizer, fn.Adam)
+    assert hists[0].loss == hists[1].loss
+    assert hists[0].loss[-1] < 0.7 * hists[0].loss[0]
+
+
+def test_fit_regression_targets_and_schedulers(rng):
+    X = rng.standard_normal((50, 6))
+    y = X @ rng.standard_normal(6)                     # 1-D targets, one output
+    model = make(sizes=(6, 8, 1))
+    opt = fn.SGD(model, lr=0.05)
+    sched = fn.StepLR(opt, step_size=1, gamma=0.5)
+    model.fit(X, y, loss="mse", optimizer=opt, epochs=3, batch_size=10, scheduler=sched)
+    assert opt.lr == pytest.approx(0.05 / 8) and opt.step_count == 15
+    opt2 = fn.SGD(model, lr=0.05)
+    sched2 = fn.ExponentialLR(opt2, gamma=0.5)
+    model.fit(X, y, loss="huber", optimizer=opt2, epochs=1, batch_size=10,
+              micro_batch_size=4, scheduler=sched2, scheduler_interval="batch")
+    assert opt2.lr == pytest.approx(0.05 / 32)       # per real update, not micro-batch
+
+
+def test_callbacks_can_stop_training(rng):
+    X, y = data(rng, 12)
+    seen = []
+
+    class StopAfterTwo(fn.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch, logs["loss"]))
+            if epoch == 1:
+                self.model.stop_training = True
+
+    model = make()
+    hist = model.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=10,
+                     callbacks=[StopAfterTwo()])
+    assert len(hist) == 2 and [e for e, _ in seen] == [0, 1]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(micro_batch_size=33, batch_size=32), ValueError, r"must not exceed batch_size"),
+    (dict(micro_batch_size=0), ValueError, "micro_batch_size must be a positive integer"),
+    (dict(micro_batch_size=-4), ValueError, "micro_batch_size must be a positive integer"),
+    (dict(batch_size=0), ValueError, "batch_size must be a positive integer"),
+    (dict(epochs=1.5), ValueError, "epochs"),
+    (dict(optimizer="adamax"), ValueError, "unknown optimizer 'adamax'"),
+    (dict(loss="cross_entropyy"), ValueError, "unknown loss"),
+    (dict(optimizer=lambda m: fn.SGD(make(), lr=0.1)), ValueError, "another model"),
+    (dict(y=np.array([0, 1, 3, 0, 1, 2, 0, 1, 2, 0])), ValueError, r"\[0, 3\)"),
+    (dict(y=np.array([0, 1, 2.5, 0, 1, 2, 0, 1, 2, 0])), TypeError, "would change"),
+    (dict(y=np.zeros(9, int)), ValueError, "10 labels"),
+    (dict(X=np.full((10, 6), np.nan)), ValueError, "NaN"),
+    (dict(X=np.zeros((10, 5))), ValueError, r"X must have shape \(samples, 6\)"),
+    (dict(X=np.array([["a"] * 6] * 10)), TypeError, "real numbers"),
+    (dict(shuffle="yes"), ValueError, "shuffle"),
+    (dict(seed=-1), ValueError, "seed"),
+    (dict(clip_grad_norm=-1.0), ValueError, "max_norm"),
+    (dict(scheduler="cosine"), TypeError, "scheduler"),
+    (dict(scheduler_interval="step"), ValueError, "scheduler_interval"),
+    (dict(callbacks=[print]), TypeError, "Callback"),
+])
+def test_fit_rejects_bad_input_model_untouched(kwargs, exc, match, rng):
+    model = make()
+    args = dict(X=rand(rng, (10, 6), np.float64), y=rng.integers(0, 3, 10),
+                loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=4)
+    args.update(kwargs)
+    if callable(args["optimizer"]):
+        args["optimizer"] = args["optimizer"](model)
+    before, grads = model.flat_params.copy(), model.flat_grads.copy()
+    with pytest.raises(exc, match=match):
+        model.fit(args.pop("X"), args.pop("y"), **args)
+    np.testing.assert_array_equal(model.flat_params, before)
+    np.testing.assert_array_equal(model.flat_grads, grads)
+    assert model.optimizer is None
