@@ -69,3 +69,10 @@ def exact_cast(value, dtype, argname):
         raise TypeError(f"{argname} has dtype {arr.dtype} and would change when cast to "
                         f"{np.dtype(dtype)}; cast it yourself if that is intended")
     return out
+
+
+def all_finite(x, chunk=1 << 18):
+    """Whether every element of ``x`` is finite, checked in chunks so that a large data
+    set costs no temporary of its own size."""
+    flat = x.reshape(-1)
+    return all(np.isfinite(flat[i:i + chunk]).all() for i in range(0, flat.size, chunk))

@@ -43,7 +43,7 @@ class Loss:
         if y.ndim == 1 and columns == 1:
             y = y.reshape(-1, 1)
         y = np.ascontiguousarray(y, dtype=dtype)
-        if not np.all(np.isfinite(y)):
+        if not _checks.all_finite(y):
             raise ValueError("y contains NaN or inf")
         return self.check_target(y, (rows, columns), dtype)[1]
 

@@ -73,7 +73,7 @@ def _features(X, model):
         raise ValueError(f"X must have shape (samples, {model.in_features}) with at "
                          f"least one sample, got {X.shape}")
     X = np.ascontiguousarray(X, dtype=model.dtype)      # the one conversion
-    if not np.all(np.isfinite(X)):
+    if not _checks.all_finite(X):
         raise ValueError("X contains NaN or inf")
     return X
 
@@ -93,8 +93,10 @@ class _Gather:
                 self.bufs.pop(next(iter(self.bufs)))
             bufs = self.bufs[k] = (np.empty((k,) + self.X.shape[1:], self.X.dtype),
                                    np.empty((k,) + self.y.shape[1:], self.y.dtype))
-        np.take(self.X, idx, axis=0, out=bufs[0])
-        np.take(self.y, idx, axis=0, out=bufs[1])
+        # mode="clip": the indices are a permutation's, always valid; the default
+        # mode="raise" would gather into a hidden temporary first
+        np.take(self.X, idx, axis=0, out=bufs[0], mode="clip")
+        np.take(self.y, idx, axis=0, out=bufs[1], mode="clip")
         return bufs
 
 
