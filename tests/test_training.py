@@ -43,3 +43,16 @@ def test_cli_errors_and_info():
     assert _run("train", "--epochs", "0").returncode == 2
     res = _run("info")
     assert res.returncode == 0 and "backends available: numpy, cpu" in res.stdout
+
+
+def test_readme_tour_runs():
+    """The README's tour is runnable as written."""
+    readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+    if not os.path.exists(readme):
+        pytest.skip("README.md is not beside the tests (installed elsewhere)")
+    text = open(readme, encoding="utf-8").read()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    scope = {}
+    exec(compile(code, "README tour", "exec"), scope)
+    hist = scope["history"]
+    assert len(hist.loss) == 10 and hist.loss[-1] < hist.loss[0]
