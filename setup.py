@@ -13,5 +13,8 @@ setup(
     packages=["fastnn", "fastnn.backends", "fastnn.kernels"],
     ext_modules=cythonize(extensions, build_dir="build",
                           compiler_directives={"language_level": "3"}),
+    # The bundled data sets (fastnn.datasets) and their licence notice; listed here, not
+    # only in MANIFEST.in, so a wheel built straight from a checkout carries them too.
+    package_data={"fastnn": ["data/*.csv.gz", "data/LICENSE.md"]},
     exclude_package_data={"fastnn.kernels": ["*.c", "*.pyx"]},
 )

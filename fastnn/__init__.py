@@ -17,7 +17,9 @@ from . import optim  # noqa: E402
 from .optim import (SGD, Adadelta, Adagrad, Adam, AdamW, CosineAnnealingLR,  # noqa: E402
                     ExponentialLR, Optimizer, RMSprop, StepLR, clip_grad_norm,
                     get_optimizer)
-from .training import Callback, History  # noqa: E402
+from .training import Callback, EarlyStopping, History  # noqa: E402
+from .io import load  # noqa: E402
+from . import datasets  # noqa: E402
 from .threads import get_num_threads, set_num_threads  # noqa: E402
 
 __version__ = "0.1.0"
@@ -28,5 +30,5 @@ __all__ = [
     "BCEWithLogitsLoss", "CrossEntropyLoss", "HingeLoss", "KLDivLoss", "get_loss",
     "optim", "Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW",
     "get_optimizer", "clip_grad_norm", "StepLR", "ExponentialLR", "CosineAnnealingLR",
-    "Callback", "History", "set_num_threads", "get_num_threads",
+    "Callback", "EarlyStopping", "History", "load", "datasets", "set_num_threads", "get_num_threads",
 ]

@@ -136,7 +136,8 @@ class Sequential:
         self.zero_grad()
         self._workspaces = {}
         self._inputs = None      # the arrays the last forward read, for backward
-        self.optimizer = None    # the optimizer of the last fit
+        self.optimizer = None    # the optimizer and loss of the last fit
+        self.loss = None
         self.stop_training = False
 
     # -- parameters ----------------------------------------------------------------
@@ -240,10 +241,12 @@ class Sequential:
 
     # -- training ------------------------------------------------------------------
     def fit(self, X, y, *, loss, optimizer, epochs=1, batch_size=32,
-            micro_batch_size=None, shuffle=True, seed=None, clip_grad_norm=None,
-            norm_type=2.0, scheduler=None, scheduler_interval="epoch", callbacks=()):
+            micro_batch_size=None, shuffle=True, seed=None, validation_data=None,
+            validation_split=None, clip_grad_norm=None, norm_type=2.0, scheduler=None,
+            scheduler_interval="epoch", callbacks=(), progress=True):
         """Train on ``X`` (samples, in_features) and targets ``y``; return a
-        :class:`fastnn.training.History` of the per-epoch mean training loss.
+        :class:`fastnn.History` of per-epoch ``loss`` (and ``accuracy`` for
+        classification losses, ``val_loss``/``val_accuracy`` with validation data).
 
         - ``X``, ``y``: any real array-likes, converted once to the model's dtype
           (class labels for ``"cross_entropy"``: integer-valued, 1-D).  A 1-D ``y`` is
@@ -252,29 +255,86 @@ class Sequential:
         - ``loss``: a Loss or a name in ``fastnn.LOSSES`` (``"cross_entropy"``,
           ``"mse"``, ...); ``optimizer``: an Optimizer of this model (its state
           carries over between fits) or a name in ``fastnn.optim.OPTIMIZERS``
-          (``"sgd"``, ``"adam"``, ...: a new one with PyTorch's defaults).  The one
-          used is kept as ``model.optimizer``.
+          (``"sgd"``, ``"adam"``, ...: a new one with PyTorch's defaults).  They are
+          kept as ``model.loss`` and ``model.optimizer``.
         - ``batch_size`` B (default 32): one optimizer step per batch; the last batch
           of an epoch holds the remaining samples.  ``micro_batch_size`` m (default B):
           each batch is computed m rows at a time and the gradients accumulated, exactly
           normalised by the batch's true size; the result equals the whole batch's
           update (to rounding) while activations take m rows of memory, not B.
         - ``shuffle`` (default True) draws a new sample order each epoch from ``seed``.
+        - ``validation_data=(X_val, y_val)``, or ``validation_split=f``: the last
+          fraction f of (X, y), taken before shuffling, is held out.  Evaluated after
+          each epoch, m rows at a time.
         - ``clip_grad_norm``: clip the batch's gradient to this total
-          ``norm_type``-norm before each step (as ``fastnn.optim.clip_grad_norm``,
-          with the factor applied inside the optimizer kernel).
+          ``norm_type``-norm before each step (as ``fastnn.clip_grad_norm``, with the
+          factor applied inside the optimizer kernel).
         - ``scheduler``: a learning-rate scheduler on ``optimizer``, stepped once per
           epoch (``scheduler_interval="epoch"``) or per update (``"batch"``).
-        - ``callbacks``: :class:`fastnn.training.Callback` instances, called after
-          each epoch (they may stop training).
+        - ``callbacks``: :class:`fastnn.Callback` instances such as
+          :class:`fastnn.EarlyStopping`.
+        - ``progress`` (default True): a progress bar per epoch (tqdm, on stderr) with
+          the running loss and the epoch's metrics; False for silence.
         """
         from .training import fit
 
         return fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
                    batch_size=batch_size, micro_batch_size=micro_batch_size,
-                   shuffle=shuffle, seed=seed, clip_grad_norm=clip_grad_norm,
+                   shuffle=shuffle, seed=seed, validation_data=validation_data,
+                   validation_split=validation_split, clip_grad_norm=clip_grad_norm,
                    norm_type=norm_type, scheduler=scheduler,
-                   scheduler_interval=scheduler_interval, callbacks=callbacks)
+                   scheduler_interval=scheduler_interval, callbacks=callbacks,
+                   progress=progress)
+
+    def predict(self, X, batch_size=1024):
+        """Outputs for ``X`` (samples, in_features; any real array-like, converted once
+        to the model's dtype), ``batch_size`` rows at a time: a new NumPy array of
+        shape (samples, out_features)."""
+        from .training import predict
+
+        return predict(self, X, batch_size=batch_size)
+
+    def evaluate(self, X, y, loss=None, batch_size=1024):
+        """``{"loss": ..., "accuracy": ...}`` on (X, y): the mean loss (``loss``: a Loss
+        or a name; default the last fit's) and, for classification losses, the
+        accuracy (argmax for cross-entropy, thresholds for BCE and hinge)."""
+        from .training import evaluate
+
+        return evaluate(self, X, y, loss=loss, batch_size=batch_size)
+
+    def save(self, path, include_optimizer=True):
+        """Write the model to one ``.npz`` file at exactly ``path``: architecture and
+        format version as JSON, the weights, and (unless ``include_optimizer`` is
+        False) ``model.optimizer``'s state.  Atomic: a temporary file renamed into
+        place, so a crash never leaves a half-written file under ``path``.  Read it
+        back with :func:`fastnn.load` (which never unpickles)."""
+        from .io import save
+
+        save(self, path, include_optimizer=include_optimizer)
+
+    def summary(self, file=None):
+        """Print (to ``file``, default stdout) and return a table of the layers: output
+        shapes, parameter counts, dtype, backend and parameter memory."""
+        rows = [("layer", "activation", "output shape", "parameters")]
+        for i, layer in enumerate(self.layers):
+            n = layer.in_features * layer.out_features + layer.out_features
+            rows.append((f"{i}: Dense({layer.in_features}, {layer.out_features})",
+                         layer.activation, f"(batch, {layer.out_features})", f"{n:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        line = "-" * (sum(widths) + 6)
+
+        def fmt(r):
+            return "  ".join(s.rjust(w) if c == 3 else s.ljust(w)
+                             for c, (s, w) in enumerate(zip(r, widths)))
+
+        nbytes = self.num_parameters * self.dtype.itemsize
+        text = "\n".join([fmt(rows[0]), line, *map(fmt, rows[1:]), line,
+                          f"parameters: {self.num_parameters:,} ({self.dtype.name}, "
+                          f"{nbytes / 2 ** 20:.2f} MiB; gradients as much again)",
+                          f"input: (batch, {self.in_features}); backend: "
+                          f"{self.backend.name}"])
+        print(text, file=file)
+        return text
 
     def __repr__(self):
         inner = ",\n  ".join(repr(layer) for layer in self.layers)

@@ -10,6 +10,7 @@ activations exist at a time.  The optimizer steps once per batch, so its step co
 per real update, never per micro-batch.
 """
 import numbers
+import time
 
 import numpy as np
 
@@ -19,13 +20,18 @@ from .optim import LRScheduler, _clip_args, _clip_factor, get_optimizer
 
 
 class History:
-    """What ``fit`` records per epoch: ``history.history`` maps a name (``"loss"``:
-    the mean training loss over the epoch's samples, as computed during the epoch)
-    to a list with one value per epoch; ``history["loss"]`` and ``history.loss`` read
-    the same lists.  ``history.epoch`` lists the epoch numbers (from 0)."""
+    """What ``fit`` records per epoch: ``history.history`` maps a metric name to a list
+    with one value per epoch, read also as ``history["loss"]`` or ``history.loss``:
 
-    def __init__(self):
-        self.history = {"loss": []}
+    - ``loss``: the mean training loss over the epoch's samples (each computed as the
+      sample was trained on, so with the weights of that moment);
+    - ``accuracy``: the same for classification losses (see ``ACCURACY``);
+    - ``val_loss``, ``val_accuracy``: on the validation data after the epoch.
+
+    ``history.epoch`` lists the epoch numbers (from 0)."""
+
+    def __init__(self, metrics=("loss",)):
+        self.history = {name: [] for name in metrics}
         self.epoch = []
 
     def __getitem__(self, key):
@@ -41,19 +47,26 @@ class History:
         return len(self.epoch)
 
     def __repr__(self):
-        last = {k: v[-1] for k, v in self.history.items() if v}
+        last = {k: round(v[-1], 6) for k, v in self.history.items() if v}
         return f"History(epochs={len(self.epoch)}, last={last})"
 
 
 class Callback:
-    """Hooks ``fit`` calls: ``on_train_begin(logs)``, ``on_epoch_end(epoch, logs)``
-    (``logs``: this epoch's values, e.g. ``{"loss": 0.31}``) and
-    ``on_train_end(logs)``.  ``self.model`` is the model being trained; setting
-    ``self.model.stop_training = True`` ends training after the current epoch."""
+    """Hooks ``fit`` calls: ``on_train_begin(logs)`` (before the first epoch; raise
+    here to refuse a configuration, the model is still untouched),
+    ``on_epoch_end(epoch, logs)`` (``logs``: the epoch's metrics, e.g.
+    ``{"loss": 0.31, "val_loss": 0.35}``) and ``on_train_end(logs)``.  ``self.model``
+    is the model being trained and ``self.params`` holds ``epochs`` and ``metrics``
+    (the names the logs will have); setting ``self.model.stop_training = True`` ends
+    training after the current epoch."""
     model = None
+    params = None
 
     def set_model(self, model):
         self.model = model
+
+    def set_params(self, params):
+        self.params = params
 
     def on_train_begin(self, logs=None):
         pass
@@ -65,16 +78,106 @@ class Callback:
         pass
 
 
-def _features(X, model):
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for
+    ``patience`` epochs.  ``mode``: "min", "max" or "auto" (max for accuracies, min
+    otherwise).  With ``restore_best_weights``, the weights of the best epoch are put
+    back when training ends (whether it stopped early or ran all epochs); the
+    optimizer's state is not rewound.  ``best``, ``best_epoch`` and ``stopped_epoch``
+    (None when it never stopped) tell what happened."""
+
+    def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto",
+                 restore_best_weights=False):
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be a metric name, got {monitor!r}")
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) \
+                or patience < 0:
+            raise ValueError(f"patience must be an integer >= 0, got {patience!r}")
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        self.monitor, self.patience = monitor, int(patience)
+        self.min_delta = _checks.real_number(min_delta, "min_delta", minimum=0.0)
+        if mode == "auto":
+            mode = "max" if "acc" in monitor else "min"
+        self.mode = mode
+        self.restore_best_weights = bool(restore_best_weights)
+
+    def on_train_begin(self, logs=None):
+        metrics = (self.params or {}).get("metrics", ())
+        if self.monitor not in metrics:
+            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, but this fit "
+                             f"reports {list(metrics)}" + (
+                                 " (validation metrics need validation_data= or "
+                                 "validation_split=)" if self.monitor.startswith("val_")
+                                 else ""))
+        self.best, self.best_epoch, self.stopped_epoch = None, None, None
+        self._wait, self._best_weights = 0, None
+
+    def _improved(self, value):
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = logs[self.monitor]
+        if self._improved(value):
+            self.best, self.best_epoch, self._wait = value, epoch, 0
+            if self.restore_best_weights:
+                m = self.model
+                self._best_weights = m.backend.to_numpy(m.flat_params)
+            return
+        self._wait += 1
+        if self._wait > self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self._best_weights is not None:
+            m = self.model
+            m.backend.from_numpy(self._best_weights, out=m.flat_params)
+
+    def __repr__(self):
+        return (f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, "
+                f"min_delta={self.min_delta}, mode={self.mode!r}, "
+                f"restore_best_weights={self.restore_best_weights})")
+
+
+def _labels_correct(out, t):
+    labels = t if t.ndim == 1 else t.argmax(axis=1)
+    return int(np.count_nonzero(out.argmax(axis=1) == labels)), out.shape[0]
+
+
+def _threshold_correct(out_threshold, target_threshold):
+    def correct(out, t):
+        hits = (out > out_threshold) == (t > target_threshold)
+        return int(np.count_nonzero(hits)), out.size
+    return correct
+
+
+# Loss kernel name -> (number correct, number counted) for a batch of outputs: the
+# classification losses get an accuracy metric.  Multi-output binary losses count
+# every element.
+ACCURACY = {
+    "cross_entropy": _labels_correct,
+    "cross_entropy_probs": _labels_correct,
+    "bce_logits": _threshold_correct(0.0, 0.5),
+    "bce": _threshold_correct(0.5, 0.5),
+    "hinge": _threshold_correct(0.0, 0.0),
+}
+
+
+def _features(X, model, argname="X"):
     X = np.asarray(X)
     if X.dtype.kind not in "fiub":
-        raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
+        raise TypeError(f"{argname} must hold real numbers, got dtype {X.dtype}")
     if X.ndim != 2 or X.shape[1] != model.in_features or X.shape[0] < 1:
-        raise ValueError(f"X must have shape (samples, {model.in_features}) with at "
-                         f"least one sample, got {X.shape}")
+        raise ValueError(f"{argname} must have shape (samples, {model.in_features}) "
+                         f"with at least one sample, got {X.shape}")
     X = np.ascontiguousarray(X, dtype=model.dtype)      # the one conversion
     if not _checks.all_finite(X):
-        raise ValueError("X contains NaN or inf")
+        raise ValueError(f"{argname} contains NaN or inf")
     return X
 
 
@@ -100,15 +203,95 @@ class _Gather:
         return bufs
 
 
+def _batch_size(value, argname="batch_size"):
+    return _checks.positive_int(value, argname)
+
+
+def _evaluate(model, X, target, loss_fn, batch_size):
+    """(mean loss, accuracy or None) of ``model`` on prepared arrays, in batches."""
+    n = X.shape[0]
+    total, correct, counted = 0.0, 0, 0
+    kernel = None
+    for lo in range(0, n, batch_size):
+        hi = min(lo + batch_size, n)
+        out = model.forward(X[lo:hi])
+        total += loss_fn.forward(out, target[lo:hi]) * (hi - lo)
+        if kernel is None:
+            kernel = loss_fn.check_target(target[lo:hi], out.shape, out.dtype)[0]
+        if kernel in ACCURACY:
+            c, k = ACCURACY[kernel](model.to_numpy(out), target[lo:hi])
+            correct, counted = correct + c, counted + k
+    return total / n, (correct / counted if counted else None)
+
+
+def _validation(model, loss_fn, X, target, validation_data, validation_split):
+    """(X, target, X_val, target_val): the training arrays and the validation ones
+    (None without validation)."""
+    if validation_data is not None and validation_split is not None:
+        raise ValueError("give validation_data or validation_split, not both")
+    if validation_split is not None:
+        frac = _checks.real_number(validation_split, "validation_split", minimum=0.0,
+                                   strict=True)
+        n_val = int(X.shape[0] * frac)
+        if frac >= 1.0 or n_val < 1 or n_val >= X.shape[0]:
+            raise ValueError(f"validation_split must leave at least one sample on each "
+                             f"side of a split of {X.shape[0]} samples, got {frac}")
+        cut = X.shape[0] - n_val              # the last samples, before any shuffling
+        return X[:cut], target[:cut], X[cut:], target[cut:]
+    if validation_data is None:
+        return X, target, None, None
+    try:
+        Xv, yv = validation_data
+    except (TypeError, ValueError):
+        raise ValueError("validation_data must be a pair (X_val, y_val)") from None
+    Xv = _features(Xv, model, "validation_data X")
+    return X, target, Xv, loss_fn.prepare_target(yv, Xv.shape[0], model.out_features,
+                                                 model.dtype)
+
+
+class _Progress:
+    """One tqdm bar per epoch (batches done, the running loss, then the epoch's
+    metrics); a no-op when disabled, so a silent fit pays nothing for it."""
+
+    def __init__(self, enabled, epochs, batches):
+        self.enabled, self.epochs, self.batches = enabled, epochs, batches
+        self.bar = None
+
+    def start(self, epoch):
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.batches, desc=f"epoch {epoch + 1}/{self.epochs}",
+                            unit="batch", leave=True, dynamic_ncols=True,
+                            mininterval=0.2)
+            self._shown = time.monotonic()
+
+    def batch_done(self, loss):
+        if self.bar is not None:
+            now = time.monotonic()
+            if now - self._shown > 0.2:         # formatting costs: not every batch
+                self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+                self._shown = now
+            self.bar.update(1)
+
+    def end(self, logs):
+        if self.bar is not None:
+            self.bar.set_postfix_str(", ".join(f"{k} {v:.4f}" for k, v in logs.items()),
+                                     refresh=True)
+            self.bar.close()
+            self.bar = None
+
+
 def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, micro_batch_size=None,
-        shuffle=True, seed=None, clip_grad_norm=None, norm_type=2.0, scheduler=None,
-        scheduler_interval="epoch", callbacks=()):
+        shuffle=True, seed=None, validation_data=None, validation_split=None,
+        clip_grad_norm=None, norm_type=2.0, scheduler=None, scheduler_interval="epoch",
+        callbacks=(), progress=True):
     """Train ``model`` on (X, y); see :meth:`fastnn.Sequential.fit`."""
     # Everything is checked before the model changes.
     loss_fn = get_loss(loss, backend=model.backend)
     opt = get_optimizer(optimizer, model)
     epochs = _checks.positive_int(epochs, "epochs")
-    batch_size = _checks.positive_int(batch_size, "batch_size")
+    batch_size = _batch_size(batch_size)
     if micro_batch_size is None:
         micro_batch_size = batch_size
     micro_batch_size = _checks.positive_int(micro_batch_size, "micro_batch_size")
@@ -117,6 +300,8 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, micro_batch_si
                          f"batch_size ({batch_size})")
     if not isinstance(shuffle, (bool, np.bool_)):
         raise ValueError(f"shuffle must be True or False, got {shuffle!r}")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
                              or seed < 0):
         raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
@@ -138,20 +323,31 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, micro_batch_si
             raise TypeError(f"callbacks must be fastnn.training.Callback instances, got "
                             f"{type(cb).__name__}")
     X = _features(X, model)
+    target = loss_fn.prepare_target(y, X.shape[0], model.out_features, model.dtype)
+    X, target, X_val, target_val = _validation(model, loss_fn, X, target,
+                                               validation_data, validation_split)
     n = X.shape[0]
-    target = loss_fn.prepare_target(y, n, model.out_features, model.dtype)
+    kernel = loss_fn.check_target(target[:1], (1, model.out_features), model.dtype)[0]
+    accuracy = ACCURACY.get(kernel)
+    metrics = ["loss"] + (["accuracy"] if accuracy else [])
+    if X_val is not None:
+        metrics += ["val_" + name for name in metrics]
 
-    model.optimizer = opt
-    history = History()
-    rng = np.random.default_rng(seed)
-    gather = _Gather(X, target)
+    history = History(metrics)
     model.stop_training = False
+    params = {"epochs": epochs, "metrics": list(metrics)}
     for cb in callbacks:
         cb.set_model(model)
-        cb.on_train_begin({})
+        cb.set_params(params)
+        cb.on_train_begin({})                 # may still refuse: nothing changed yet
+    model.optimizer, model.loss = opt, loss_fn
+    rng = np.random.default_rng(seed)
+    gather = _Gather(X, target)
+    bar = _Progress(progress, epochs, -(-n // batch_size))
     for epoch in range(epochs):
         order = rng.permutation(n) if shuffle else None
-        total = 0.0
+        total, correct, counted = 0.0, 0, 0
+        bar.start(epoch)
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             rows = stop - start                   # the batch's true size
@@ -162,8 +358,11 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, micro_batch_si
                     xb, yb = X[lo:hi], target[lo:hi]
                 else:
                     xb, yb = gather(order[lo:hi])
-                value = loss_fn.forward(model.forward(xb), yb)
-                total += value * (hi - lo)
+                out = model.forward(xb)
+                total += loss_fn.forward(out, yb) * (hi - lo)
+                if accuracy is not None:
+                    c, k = accuracy(model.to_numpy(out), yb)
+                    correct, counted = correct + c, counted + k
                 model.backward(loss_fn.backward(), scale=(hi - lo) / rows)
             factor = None
             if clip_grad_norm is not None:
@@ -171,14 +370,53 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, micro_batch_si
             opt._step(1.0 if factor is None else factor)
             if scheduler is not None and scheduler_interval == "batch":
                 scheduler.step()
+            bar.batch_done(total / stop)            # the epoch's running mean
         if scheduler is not None and scheduler_interval == "epoch":
             scheduler.step()
+        logs = {"loss": total / n}
+        if accuracy is not None:
+            logs["accuracy"] = correct / counted
+        if X_val is not None:
+            logs["val_loss"], val_acc = _evaluate(model, X_val, target_val, loss_fn,
+                                                  micro_batch_size)
+            if accuracy is not None:
+                logs["val_accuracy"] = val_acc
+        bar.end(logs)
         history.epoch.append(epoch)
-        history.history["loss"].append(total / n)
+        for name, value in logs.items():
+            history.history[name].append(value)
         for cb in callbacks:
-            cb.on_epoch_end(epoch, {"loss": total / n})
+            cb.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
     for cb in callbacks:
-        cb.on_train_end({"loss": history.history["loss"][-1]})
+        cb.on_train_end(logs)
     return history
+
+
+def predict(model, X, batch_size=1024):
+    """The model's outputs for ``X`` (any real array-like, converted once to the
+    model's dtype), computed ``batch_size`` rows at a time: a NumPy array of shape
+    (samples, out_features)."""
+    batch_size = _batch_size(batch_size)
+    X = _features(X, model)
+    out = np.empty((X.shape[0], model.out_features), model.dtype)
+    for lo in range(0, X.shape[0], batch_size):
+        hi = min(lo + batch_size, X.shape[0])
+        out[lo:hi] = model.to_numpy(model.forward(X[lo:hi]))
+    return out
+
+
+def evaluate(model, X, y, loss=None, batch_size=1024):
+    """``{"loss": mean loss, "accuracy": ...}`` of the model on (X, y); accuracy only
+    for classification losses.  ``loss`` defaults to the last fit's."""
+    if loss is None:
+        loss = getattr(model, "loss", None)
+        if loss is None:
+            raise ValueError("loss is needed: pass loss= (a Loss or a name), or fit first")
+    loss_fn = get_loss(loss, backend=model.backend)
+    batch_size = _batch_size(batch_size)
+    X = _features(X, model)
+    target = loss_fn.prepare_target(y, X.shape[0], model.out_features, model.dtype)
+    value, acc = _evaluate(model, X, target, loss_fn, batch_size)
+    return {"loss": value} if acc is None else {"loss": value, "accuracy": acc}
