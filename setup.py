@@ -10,11 +10,13 @@ extensions = [
 
 setup(
     package_dir={"fastnn": "fastnn", "fastnn.kernels": "kernels"},
-    packages=["fastnn", "fastnn.backends", "fastnn.kernels"],
+    # fastnn.data holds only data files (a namespace package to Python); listing it
+    # keeps setuptools from warning that it would be left out.
+    packages=["fastnn", "fastnn.backends", "fastnn.kernels", "fastnn.data"],
     ext_modules=cythonize(extensions, build_dir="build",
                           compiler_directives={"language_level": "3"}),
     # The bundled data sets (fastnn.datasets) and their licence notice; listed here, not
     # only in MANIFEST.in, so a wheel built straight from a checkout carries them too.
-    package_data={"fastnn": ["data/*.csv.gz", "data/LICENSE.md"]},
+    package_data={"fastnn.data": ["*.csv.gz", "LICENSE.md"]},
     exclude_package_data={"fastnn.kernels": ["*.c", "*.pyx"]},
 )

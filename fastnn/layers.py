@@ -17,10 +17,12 @@ class Parameter:
 
     @property
     def shape(self):
+        """The tensor's shape: (in, out) for a weight, (out,) for a bias."""
         return tuple(self.data.shape)
 
     @property
     def size(self):
+        """The number of values."""
         return int(np.prod(self.data.shape))
 
     def __repr__(self):
@@ -47,6 +49,7 @@ class Dense:
 
     @property
     def param_shapes(self):
+        """Shapes of (weight, bias): ((in_features, out_features), (out_features,))."""
         return ((self.in_features, self.out_features), (self.out_features,))
 
     def initial_values(self, rng):

@@ -63,19 +63,21 @@ class Callback:
     params = None
 
     def set_model(self, model):
+        """Called by fit first: the model being trained."""
         self.model = model
 
     def set_params(self, params):
+        """Called by fit next: ``{"epochs": ..., "metrics": [...]}``."""
         self.params = params
 
     def on_train_begin(self, logs=None):
-        pass
+        """Before the first epoch (the model is still untouched: raise to refuse)."""
 
     def on_epoch_end(self, epoch, logs=None):
-        pass
+        """After each epoch (from 0), with that epoch's metrics in ``logs``."""
 
     def on_train_end(self, logs=None):
-        pass
+        """After the last epoch, with its metrics in ``logs``."""
 
 
 class EarlyStopping(Callback):

@@ -123,15 +123,17 @@ def test_cli_plot_without_matplotlib(monkeypatch, capsys):
     assert "--plot needs matplotlib" in err and "fastnn[plot]" in err
 
 
-def test_readme_tour_runs():
-    """The README's tour is runnable as written."""
+def test_readme_tour_runs(tmp_path, monkeypatch):
+    """The README's tour is runnable as written (in a scratch folder: it saves)."""
     readme = os.path.join(ROOT, "README.md")
     if not os.path.exists(readme):
         pytest.skip("README.md is not beside the tests (installed elsewhere)")
     text = open(readme, encoding="utf-8").read()
     code = text.split("```python\n", 1)[1].split("```", 1)[0]
     scope = {}
+    monkeypatch.chdir(tmp_path)
     exec(compile(code, "README tour", "exec"), scope)
+    assert (tmp_path / "digits.npz").exists()
     hist = scope["history"]
     assert len(hist.loss) == 10 and hist.loss[-1] < hist.loss[0]
 
