@@ -33,6 +33,8 @@ import zlib
 
 import numpy as np
 
+from . import _checks
+
 from .activations import ACTIVATIONS, INITS
 from .backends import DEFAULT, get_backend
 from .layers import Dense, Sequential
@@ -120,7 +122,7 @@ def _model_arrays(model, optimizer):
     # load refuses non-finite values; refuse them here so that save never writes a
     # file that cannot be loaded.
     for name, arr in arrays.items():
-        if not np.all(np.isfinite(arr)):
+        if not _checks.all_finite(arr):
             raise ValueError(f"cannot save: {name} contains NaN or inf")
     # allow_nan=False: the hyper-parameters are validated finite; JSON has no NaN.
     text = json.dumps(meta, allow_nan=False)
@@ -230,7 +232,7 @@ def _checked(path, name, arr, dtype, shape):
     if arr.shape != shape:
         raise _refuse(path, f"array {name!r} has shape {arr.shape}; the architecture "
                             f"in its metadata needs {shape}")
-    if not np.all(np.isfinite(arr)):
+    if not _checks.all_finite(arr):
         raise _refuse(path, f"array {name!r} contains NaN or inf")
     return arr
 

@@ -170,7 +170,7 @@ class Sequential:
             if arr.shape != p.shape:
                 raise ValueError(f"weights[{p.name}] must have shape {p.shape}, got "
                                  f"{arr.shape}")
-            if not np.all(np.isfinite(arr)):
+            if not _checks.all_finite(arr):
                 raise ValueError(f"weights[{p.name}] contains NaN or inf")
             arrays.append(arr)
         flat = np.concatenate([a.ravel() for a in arrays])

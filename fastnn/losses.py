@@ -36,7 +36,7 @@ class Loss:
         """Convert a whole data set's targets (any real array-like) once to what
         :meth:`check_target` accepts, and validate every value: what ``fit`` does
         before training.  A 1-D ``y`` is taken as one column when the model has one
-        output."""
+        output.  Returns (kernel name, target array), as :meth:`check_target`."""
         y = np.asarray(y)
         if y.dtype.kind not in "fiub":
             raise TypeError(f"y must hold real numbers, got dtype {y.dtype}")
@@ -45,7 +45,7 @@ class Loss:
         y = np.ascontiguousarray(y, dtype=dtype)
         if not _checks.all_finite(y):
             raise ValueError("y contains NaN or inf")
-        return self.check_target(y, (rows, columns), dtype)[1]
+        return self.check_target(y, (rows, columns), dtype)
 
     def forward(self, output, target):
         """The mean loss of ``output`` (batch, k) against ``target``; keeps the
@@ -58,15 +58,21 @@ class Loss:
                 and target.shape[0] != out.shape[0]:
             raise ValueError(f"output has {out.shape[0]} rows but target has "
                              f"{target.shape[0]}: batch sizes must match")
-        self._check_output(out)
         kernel, target = self.check_target(target, out.shape, out.dtype)
+        return self._forward_prepared(kernel, out, target)
+
+    __call__ = forward
+
+    def _forward_prepared(self, kernel, out, target):
+        """:meth:`forward` for a model output and a slice of targets that
+        :meth:`prepare_target` already validated (``fit``'s inner loop): the output
+        is still checked, the targets not again."""
+        self._check_output(out)
         if self._grad is None or self._grad.shape != out.shape \
                 or self._grad.dtype != out.dtype:
             self._grad = self.backend.empty(out.shape, out.dtype)
         norm = 1.0 / (out.size if self.mean_over == "elements" else out.shape[0])
         return self.backend.loss(kernel, out, target, self._grad, self.param, norm)
-
-    __call__ = forward
 
     def backward(self):
         """d(loss)/d(output) of the last forward."""
@@ -184,7 +190,7 @@ class CrossEntropyLoss(Loss):
             return super().prepare_target(y, rows, columns, dtype)
         if y.ndim == 1 and y.dtype.kind in "fiub":
             y = _checks.exact_cast(y, np.intp, "y (class labels)")
-        return self.check_target(y, (rows, columns), dtype)[1]
+        return self.check_target(y, (rows, columns), dtype)
 
 
 LOSSES = {

@@ -72,7 +72,7 @@ class Optimizer:
         self.step_count = 0
         m = self.model
         self._state = {}
-        for name in OPTIMIZER_STATES[self._rule()]:
+        for name in OPTIMIZER_STATES[self._rule(checked)]:
             buf = m.backend.empty((m.num_parameters,), m.dtype)
             m.backend.fill(buf, self._initial_state(name))
             self._state[name] = buf
@@ -91,7 +91,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        self._hyper["lr"] = _checks.real_number(value, "lr", minimum=0.0)
+        self._hyper["lr"] = _nonneg(value, "lr")
 
     @property
     def hyper(self):
@@ -105,7 +105,8 @@ class Optimizer:
         ``model.flat_params``; views, not copies)."""
         return dict(self._state)
 
-    def _rule(self):
+    def _rule(self, h):
+        """The update rule (a key of OPTIMIZER_STATES) for the hyper-parameters ``h``."""
         raise NotImplementedError
 
     def _scalars(self, t, sign):
@@ -129,7 +130,7 @@ class Optimizer:
         sign = -grad_scale if self._hyper.get("maximize") else grad_scale
         F = m.dtype.type
         hyper = tuple(F(x) for x in self._scalars(t, sign))
-        m.backend.optimizer_step(self._rule(), m.flat_params, m.flat_grads,
+        m.backend.optimizer_step(self._rule(self._hyper), m.flat_params, m.flat_grads,
                                  tuple(self._state.values()), hyper)
         self.step_count = t
 
@@ -167,12 +168,7 @@ class Optimizer:
         hyper = {k: check(hyper[k], f"state_dict['hyper'][{k!r}]")
                  for k, check in self._args.items()}
         self._validate(hyper)
-        saved_rule, self._hyper = self._hyper, hyper
-        try:
-            rule = self._rule()
-        finally:
-            self._hyper = saved_rule
-        names = OPTIMIZER_STATES[rule]
+        names = OPTIMIZER_STATES[self._rule(hyper)]
         state = dict(state_dict["state"])
         if set(state) != set(names):
             raise ValueError(f"state_dict['state'] must hold {list(names)} for these "
@@ -184,7 +180,7 @@ class Optimizer:
             if arr.shape != (m.num_parameters,):
                 raise ValueError(f"state_dict['state'][{k!r}] must have shape "
                                  f"({m.num_parameters},), got {arr.shape}")
-            if not np.all(np.isfinite(arr)):
+            if not _checks.all_finite(arr):
                 raise ValueError(f"state_dict['state'][{k!r}] contains NaN or inf")
             arrays[k] = arr
         self._hyper = hyper
@@ -196,11 +192,8 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
 
-def _lr(v, n):
+def _nonneg(v, n):
     return _checks.real_number(v, n, minimum=0.0)
-
-
-_nonneg = _lr
 
 
 def _betas(v, n):
@@ -215,8 +208,8 @@ class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum, PyTorch's rule:
     d = g + weight_decay p; b = momentum b + (1 - dampening) d (b = d at the first
     step); p -= lr (d + momentum b if nesterov else b), or lr d without momentum."""
-    _args = {"lr": _lr, "momentum": _nonneg, "dampening": _nonneg,
-               "weight_decay": _nonneg, "nesterov": _flag, "maximize": _flag}
+    _args = {"lr": _nonneg, "momentum": _nonneg, "dampening": _nonneg,
+             "weight_decay": _nonneg, "nesterov": _flag, "maximize": _flag}
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False):
@@ -227,8 +220,8 @@ class SGD(Optimizer):
         if h["nesterov"] and (h["momentum"] <= 0 or h["dampening"] != 0):
             raise ValueError("nesterov=True requires momentum > 0 and dampening = 0")
 
-    def _rule(self):
-        return "sgd_momentum" if self._hyper["momentum"] else "sgd"
+    def _rule(self, h):
+        return "sgd_momentum" if h["momentum"] else "sgd"
 
     def _scalars(self, t, sign):
         h = self._hyper
@@ -243,8 +236,8 @@ class SGD(Optimizer):
 class Adagrad(Optimizer):
     """Adagrad: clr = lr / (1 + (t - 1) lr_decay); sum += d^2;
     p -= clr d / (sqrt(sum) + eps)."""
-    _args = {"lr": _lr, "lr_decay": _nonneg, "weight_decay": _nonneg,
-               "initial_accumulator_value": _nonneg, "eps": _nonneg, "maximize": _flag}
+    _args = {"lr": _nonneg, "lr_decay": _nonneg, "weight_decay": _nonneg,
+             "initial_accumulator_value": _nonneg, "eps": _nonneg, "maximize": _flag}
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10, *, maximize=False):
@@ -255,7 +248,7 @@ class Adagrad(Optimizer):
     def _initial_state(self, name):
         return self._hyper["initial_accumulator_value"]
 
-    def _rule(self):
+    def _rule(self, h):
         return "adagrad"
 
     def _scalars(self, t, sign):
@@ -268,16 +261,15 @@ class RMSprop(Optimizer):
     """RMSprop: v = alpha v + (1 - alpha) d^2; centered: g_avg moves towards d by
     1 - alpha and v - g_avg^2 replaces v; step = d / (sqrt(v) + eps); with momentum
     b = momentum b + step, p -= lr b, else p -= lr step."""
-    _args = {"lr": _lr, "alpha": _nonneg, "eps": _nonneg, "weight_decay": _nonneg,
-               "momentum": _nonneg, "centered": _flag, "maximize": _flag}
+    _args = {"lr": _nonneg, "alpha": _nonneg, "eps": _nonneg, "weight_decay": _nonneg,
+             "momentum": _nonneg, "centered": _flag, "maximize": _flag}
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
                  momentum=0.0, centered=False, *, maximize=False):
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)
 
-    def _rule(self):
-        h = self._hyper
+    def _rule(self, h):
         return "rmsprop" + ("_centered" if h["centered"] else "") \
             + ("_momentum" if h["momentum"] else "")
 
@@ -290,15 +282,15 @@ class RMSprop(Optimizer):
 class Adadelta(Optimizer):
     """Adadelta: v = rho v + (1 - rho) d^2; delta = sqrt(u + eps) / sqrt(v + eps) d;
     u = rho u + (1 - rho) delta^2; p -= lr delta."""
-    _args = {"lr": _lr, "rho": lambda v, n: _unit_interval(v, n, closed=True),
-               "eps": _nonneg, "weight_decay": _nonneg, "maximize": _flag}
+    _args = {"lr": _nonneg, "rho": lambda v, n: _unit_interval(v, n, closed=True),
+             "eps": _nonneg, "weight_decay": _nonneg, "maximize": _flag}
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *,
                  maximize=False):
         super().__init__(params, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                          maximize=maximize)
 
-    def _rule(self):
+    def _rule(self, h):
         return "adadelta"
 
     def _scalars(self, t, sign):
@@ -311,8 +303,8 @@ class Adam(Optimizer):
     (1 - beta2) d^2, p -= lr / (1 - beta1^t) m / (sqrt(v) / sqrt(1 - beta2^t) + eps);
     amsgrad uses the running maximum of v.  weight_decay is added to the gradient
     (L2); see :class:`AdamW` for decoupled decay."""
-    _args = {"lr": _lr, "betas": _betas, "eps": _nonneg, "weight_decay": _nonneg,
-               "amsgrad": _flag, "maximize": _flag}
+    _args = {"lr": _nonneg, "betas": _betas, "eps": _nonneg, "weight_decay": _nonneg,
+             "amsgrad": _flag, "maximize": _flag}
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
@@ -320,8 +312,8 @@ class Adam(Optimizer):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize)
 
-    def _rule(self):
-        return "adam_amsgrad" if self._hyper["amsgrad"] else "adam"
+    def _rule(self, h):
+        return "adam_amsgrad" if h["amsgrad"] else "adam"
 
     def _scalars(self, t, sign):
         h = self._hyper

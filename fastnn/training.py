@@ -205,30 +205,28 @@ class _Gather:
         return bufs
 
 
-def _batch_size(value, argname="batch_size"):
-    return _checks.positive_int(value, argname)
-
-
-def _evaluate(model, X, target, loss_fn, batch_size):
-    """(mean loss, accuracy or None) of ``model`` on prepared arrays, in batches."""
+def _evaluate(model, X, prepared, loss_fn, batch_size):
+    """(mean loss, accuracy or None) of ``model`` on ``X`` and ``prepared`` = (kernel,
+    targets) from ``loss_fn.prepare_target``, in batches."""
+    kernel, target = prepared
+    accuracy = ACCURACY.get(kernel)
     n = X.shape[0]
     total, correct, counted = 0.0, 0, 0
-    kernel = None
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
         out = model.forward(X[lo:hi])
-        total += loss_fn.forward(out, target[lo:hi]) * (hi - lo)
-        if kernel is None:
-            kernel = loss_fn.check_target(target[lo:hi], out.shape, out.dtype)[0]
-        if kernel in ACCURACY:
-            c, k = ACCURACY[kernel](model.to_numpy(out), target[lo:hi])
+        total += loss_fn._forward_prepared(kernel, out, target[lo:hi]) * (hi - lo)
+        if accuracy is not None:
+            c, k = accuracy(model.to_numpy(out), target[lo:hi])
             correct, counted = correct + c, counted + k
     return total / n, (correct / counted if counted else None)
 
 
-def _validation(model, loss_fn, X, target, validation_data, validation_split):
-    """(X, target, X_val, target_val): the training arrays and the validation ones
-    (None without validation)."""
+def _validation(model, loss_fn, X, prepared, validation_data, validation_split):
+    """(X, target, X_val, val): the training arrays and the validation ones, from X and
+    ``prepared`` = (kernel, targets) of ``loss_fn.prepare_target`` (``val`` is such a
+    pair too; both None without validation)."""
+    kernel, target = prepared
     if validation_data is not None and validation_split is not None:
         raise ValueError("give validation_data or validation_split, not both")
     if validation_split is not None:
@@ -239,7 +237,7 @@ def _validation(model, loss_fn, X, target, validation_data, validation_split):
             raise ValueError(f"validation_split must leave at least one sample on each "
                              f"side of a split of {X.shape[0]} samples, got {frac}")
         cut = X.shape[0] - n_val              # the last samples, before any shuffling
-        return X[:cut], target[:cut], X[cut:], target[cut:]
+        return X[:cut], target[:cut], X[cut:], (kernel, target[cut:])
     if validation_data is None:
         return X, target, None, None
     try:
@@ -293,7 +291,7 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, micro_batch_si
     loss_fn = get_loss(loss, backend=model.backend)
     opt = get_optimizer(optimizer, model)
     epochs = _checks.positive_int(epochs, "epochs")
-    batch_size = _batch_size(batch_size)
+    batch_size = _checks.positive_int(batch_size, "batch_size")
     if micro_batch_size is None:
         micro_batch_size = batch_size
     micro_batch_size = _checks.positive_int(micro_batch_size, "micro_batch_size")
@@ -325,11 +323,11 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, micro_batch_si
             raise TypeError(f"callbacks must be fastnn.training.Callback instances, got "
                             f"{type(cb).__name__}")
     X = _features(X, model)
-    target = loss_fn.prepare_target(y, X.shape[0], model.out_features, model.dtype)
-    X, target, X_val, target_val = _validation(model, loss_fn, X, target,
-                                               validation_data, validation_split)
+    kernel, target = loss_fn.prepare_target(y, X.shape[0], model.out_features,
+                                            model.dtype)
+    X, target, X_val, val = _validation(model, loss_fn, X, (kernel, target),
+                                        validation_data, validation_split)
     n = X.shape[0]
-    kernel = loss_fn.check_target(target[:1], (1, model.out_features), model.dtype)[0]
     accuracy = ACCURACY.get(kernel)
     metrics = ["loss"] + (["accuracy"] if accuracy else [])
     if X_val is not None:
@@ -361,7 +359,7 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, micro_batch_si
                 else:
                     xb, yb = gather(order[lo:hi])
                 out = model.forward(xb)
-                total += loss_fn.forward(out, yb) * (hi - lo)
+                total += loss_fn._forward_prepared(kernel, out, yb) * (hi - lo)
                 if accuracy is not None:
                     c, k = accuracy(model.to_numpy(out), yb)
                     correct, counted = correct + c, counted + k
@@ -379,7 +377,7 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, micro_batch_si
         if accuracy is not None:
             logs["accuracy"] = correct / counted
         if X_val is not None:
-            logs["val_loss"], val_acc = _evaluate(model, X_val, target_val, loss_fn,
+            logs["val_loss"], val_acc = _evaluate(model, X_val, val, loss_fn,
                                                   micro_batch_size)
             if accuracy is not None:
                 logs["val_accuracy"] = val_acc
@@ -400,7 +398,7 @@ def predict(model, X, batch_size=1024):
     """The model's outputs for ``X`` (any real array-like, converted once to the
     model's dtype), computed ``batch_size`` rows at a time: a NumPy array of shape
     (samples, out_features)."""
-    batch_size = _batch_size(batch_size)
+    batch_size = _checks.positive_int(batch_size, "batch_size")
     X = _features(X, model)
     out = np.empty((X.shape[0], model.out_features), model.dtype)
     for lo in range(0, X.shape[0], batch_size):
@@ -417,8 +415,8 @@ def evaluate(model, X, y, loss=None, batch_size=1024):
         if loss is None:
             raise ValueError("loss is needed: pass loss= (a Loss or a name), or fit first")
     loss_fn = get_loss(loss, backend=model.backend)
-    batch_size = _batch_size(batch_size)
+    batch_size = _checks.positive_int(batch_size, "batch_size")
     X = _features(X, model)
-    target = loss_fn.prepare_target(y, X.shape[0], model.out_features, model.dtype)
-    value, acc = _evaluate(model, X, target, loss_fn, batch_size)
+    prepared = loss_fn.prepare_target(y, X.shape[0], model.out_features, model.dtype)
+    value, acc = _evaluate(model, X, prepared, loss_fn, batch_size)
     return {"loss": value} if acc is None else {"loss": value, "accuracy": acc}
