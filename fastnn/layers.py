@@ -63,20 +63,50 @@ class Dense:
 
 
 class _Workspace:
-    """Per-batch-size buffers of one model, reused between steps."""
-    __slots__ = ("z", "a", "grad_z", "grad_x")
+    """One model's buffers for one batch size, reused between steps, and the plan the
+    backends run a whole forward or backward pass from.
 
-    def __init__(self, backend, layers, batch, dtype):
-        self.z, self.a, self.grad_z, self.grad_x = [], [], [], []
-        for i, layer in enumerate(layers):
-            shape = (batch, layer.out_features)
-            z = backend.empty(shape, dtype)
-            self.z.append(z)
-            # linear layers output Z itself: no second buffer, no copy
-            self.a.append(z if layer.activation == "linear" else backend.empty(shape, dtype))
-            self.grad_z.append(backend.empty(shape, dtype))
-            self.grad_x.append(None if i == 0 else
-                               backend.empty((batch, layer.in_features), dtype))
+    Every layer's Z, A (Z itself for a linear layer: no second buffer, no copy), dL/dZ
+    and dL/dX (none for the first layer) are views of ONE flat backend array ``flat``.
+    ``table`` (int64, host) holds a row per layer in the column order of
+    ``fastnn.kernels.cpu.LAYER_COLUMNS``: in/out features, the weight and bias offsets
+    in the flat parameter (and gradient) buffer, the activation's code, and the offsets
+    of Z, A, dL/dZ, dL/dX in ``flat`` (-1: none)."""
+    __slots__ = ("model", "rows", "flat", "table", "z", "a", "grad_z", "grad_x")
+
+    def __init__(self, model, rows):
+        from .kernels.cpu import ACTIVATION_CODES, LAYER_COLUMNS
+
+        self.model, self.rows = model, rows
+        table = np.empty((len(model.layers), LAYER_COLUMNS), dtype=np.int64)
+        spans = []                        # (offset, columns) of every buffer, in order
+        size = param_offset = 0
+
+        def claim(cols):
+            nonlocal size
+            spans.append((size, cols))
+            size += rows * cols
+            return spans[-1][0]
+
+        for i, layer in enumerate(model.layers):
+            fin, fout = layer.in_features, layer.out_features
+            z = claim(fout)
+            a = z if layer.activation == "linear" else claim(fout)
+            gz = claim(fout)
+            gx = -1 if i == 0 else claim(fin)
+            table[i] = (fin, fout, param_offset, param_offset + fin * fout,
+                        ACTIVATION_CODES.index(layer.activation), z, a, gz, gx)
+            param_offset += fin * fout + fout
+        self.table = table
+        self.flat = model.backend.empty((size,), model.dtype)
+
+        def view(offset, cols):
+            return self.flat[offset:offset + rows * cols].reshape((rows, cols))
+
+        self.z = [view(t[5], t[1]) for t in table]
+        self.a = [view(t[6], t[1]) for t in table]
+        self.grad_z = [view(t[7], t[1]) for t in table]
+        self.grad_x = [None if t[8] < 0 else view(t[8], t[0]) for t in table]
 
 
 class Sequential:
@@ -190,8 +220,7 @@ class Sequential:
         if ws is None:
             if len(self._workspaces) >= self._MAX_WORKSPACES:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            ws = self._workspaces[batch] = _Workspace(self.backend, self.layers, batch,
-                                                      self.dtype)
+            ws = self._workspaces[batch] = _Workspace(self, batch)
         return ws
 
     def forward(self, x):
@@ -202,17 +231,9 @@ class Sequential:
         ``x`` is read again by :meth:`backward`: do not change it in between."""
         x = _checks.batch_array(x, "x", self.dtype, columns=self.in_features)
         ws = self._workspace(x.shape[0])
-        b = self.backend
-        inp = x
-        inputs = [x]
-        for layer, z, a in zip(self.layers, ws.z, ws.a):
-            b.dense_forward(inp, layer.weight.data, layer.bias.data, z)
-            if a is not z:
-                b.activation_forward(layer.activation, z, a)
-            inp = a
-            inputs.append(a)
-        self._inputs = (ws, inputs)
-        return inp
+        self.backend.model_forward(ws, x)
+        self._inputs = (ws, x)
+        return ws.a[-1]
 
     __call__ = forward
 
@@ -225,22 +246,14 @@ class Sequential:
         gradient in ``.grad`` after the last one."""
         if self._inputs is None:
             raise RuntimeError("backward called before forward")
-        ws, inputs = self._inputs
-        batch = inputs[0].shape[0]
+        ws, x = self._inputs
+        batch = x.shape[0]
         grad = _checks.batch_array(grad, "grad", self.dtype, columns=self.out_features)
         if grad.shape[0] != batch:
             raise ValueError(f"grad must have shape ({batch}, {self.out_features}) like "
                              f"the last forward's output, got {grad.shape}")
         scale = _checks.real_number(scale, "scale")
-        b = self.backend
-        g = grad
-        for i in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[i]
-            b.activation_backward(layer.activation, ws.z[i], ws.a[i], g, ws.grad_z[i],
-                                  layer.bias.grad, scale)
-            b.dense_backward(inputs[i], layer.weight.data, ws.grad_z[i],
-                             layer.weight.grad, ws.grad_x[i], scale)
-            g = ws.grad_x[i]
+        self.backend.model_backward(ws, x, grad, scale)
 
     # -- training ------------------------------------------------------------------
     def fit(self, X, y, *, loss, optimizer, epochs=1, batch_size=32,

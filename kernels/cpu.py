@@ -14,13 +14,18 @@ Compiler settings, and why:
   ``reassoc``, so their sums vectorise; their flags stay with them when inlined.
 - ``cache=True``: compiled code is kept on disk (see ``fastnn.threads`` for where).
 """
+import ctypes
 import hashlib
 import math
 import os
 import types
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange
+from numba import types as nbtypes
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .formulas import OPTIMIZER_STATES, formulas
 
@@ -265,6 +270,148 @@ def vector_norm(x, order):
     return sum_abs_pow(x, float(order)) ** (1.0 / order)
 
 
+# ---- GEMM from inside numba: BLAS through a function pointer -------------------------
+# The fused model kernels below call BLAS themselves, so a whole forward (or backward)
+# pass is one call from Python instead of two per layer.  The BLAS is the Cython
+# backend's (scipy.linalg.cython_blas, one library and one thread pool); its ?gemm
+# address is an argument, not a constant, so the compiled kernels stay cacheable.
+def blas_address(dtype):
+    """Address of scipy's Fortran-ABI sgemm/dgemm for ``dtype``."""
+    from scipy.linalg import cython_blas
+
+    capsule = cython_blas.__pyx_capi__[{4: "sgemm", 8: "dgemm"}[np.dtype(dtype).itemsize]]
+    api = ctypes.pythonapi
+    api.PyCapsule_GetName.restype = ctypes.c_char_p
+    api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    return api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+
+
+@intrinsic
+def _fortran_gemm(typingctx, addr, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Call ?gemm at ``addr`` (column-major, every argument by reference): the scalars
+    go to stack slots, the arrays pass their data pointers."""
+    dt = c.dtype
+    ints = (ta, tb, m, n, k, lda, ldb, ldc)
+    if not (isinstance(addr, nbtypes.Integer) and all(isinstance(t, nbtypes.Integer)
+                                                      for t in ints)
+            and a.dtype == dt and b.dtype == dt):
+        return None
+    sig = nbtypes.void(addr, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        i8, i32 = ir.IntType(8), ir.IntType(32)
+        real = context.get_value_type(dt)
+        tys = signature.args
+
+        def ref(i, to_type, llty):
+            p = cgutils.alloca_once(builder, llty)
+            builder.store(context.cast(builder, args[i], tys[i], to_type), p)
+            return p
+
+        def data(i):
+            return context.make_array(tys[i])(context, builder, args[i]).data
+
+        int32 = nbtypes.int32
+        argv = [ref(1, nbtypes.uint8, i8), ref(2, nbtypes.uint8, i8), ref(3, int32, i32),
+                ref(4, int32, i32), ref(5, int32, i32), ref(6, dt, real), data(7),
+                ref(8, int32, i32), data(9), ref(10, int32, i32), ref(11, dt, real),
+                data(12), ref(13, int32, i32)]
+        fnty = ir.FunctionType(ir.VoidType(), [v.type for v in argv])
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), argv)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_N, _T = np.uint8(ord("N")), np.uint8(ord("T"))
+
+
+@njit(inline="always", **_OPTS)
+def gemm_rm(addr, trans_a, trans_b, alpha, a, b, beta, c):
+    """Row-major c = alpha op(a) op(b) + beta c, as BLAS's column-major
+    c^T = op(b)^T op(a)^T (the transpose trick of ``_blas.pyx``: swap the operands,
+    keep each one's flag, row lengths as leading dimensions)."""
+    m, n = c.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    if m == 0 or n == 0:
+        return
+    _fortran_gemm(addr, _T if trans_b else _N, _T if trans_a else _N, n, m, k, alpha,
+                  b, b.shape[1], a, a.shape[1], beta, c, n)
+
+
+# ---- whole-model passes: one call per forward / backward ----------------------------
+# A model is described to these kernels by an int64 table, one row per Dense layer,
+# with offsets into three flat buffers: the parameters (or gradients) and the
+# workspace of one batch size (Z, A, dL/dZ and dL/dX of every layer).  Activations are
+# selected by their index in ACTIVATION_CODES through the generated dispatchers.
+(FIN, FOUT, W_OFF, B_OFF, ACT, Z_OFF, A_OFF, GZ_OFF, GX_OFF) = range(9)
+LAYER_COLUMNS = 9
+
+
+def _layer_views(flat, ws, table, l, rows):
+    """Layer ``l``'s weight, bias (views of ``flat``) and Z, A, dL/dZ (views of ``ws``)."""
+    fin, fout = table[l, FIN], table[l, FOUT]
+    w = flat[table[l, W_OFF]:table[l, W_OFF] + fin * fout].reshape((fin, fout))
+    b = flat[table[l, B_OFF]:table[l, B_OFF] + fout]
+    z = ws[table[l, Z_OFF]:table[l, Z_OFF] + rows * fout].reshape((rows, fout))
+    a = ws[table[l, A_OFF]:table[l, A_OFF] + rows * fout].reshape((rows, fout))
+    gz = ws[table[l, GZ_OFF]:table[l, GZ_OFF] + rows * fout].reshape((rows, fout))
+    return w, b, z, a, gz
+
+
+def model_forward(x, params, ws, table, gemm):
+    """Every layer: Z = bias rows, Z += X W (BLAS, beta = 1), A = f(Z).  Returns A of the
+    last layer (a view of ``ws``).  Slots: layer_views, forward_by_code."""
+    rows = x.shape[0]
+    inp = x
+    for l in range(table.shape[0]):
+        w, b, z, a, _ = layer_views(params, ws, table, l, rows)
+        for r in range(rows):
+            z[r, :] = b
+        gemm_rm(gemm, False, False, 1, inp, w, 1, z)
+        if table[l, A_OFF] != table[l, Z_OFF]:
+            forward_by_code(table[l, ACT], z, a)
+        inp = a
+    return inp
+
+
+def model_backward(x, params, grads, ws, grad_out, table, scale, gemm):
+    """From the last layer down: dL/dZ = f'(Z) * dL/dA with the bias gradient added
+    (one pass), dW += scale X^T dL/dZ (BLAS, beta = 1: straight into the flat gradient
+    buffer), dL/dX = dL/dZ W^T except for the first layer.  Slots as model_forward."""
+    rows = x.shape[0]
+    g = grad_out
+    for l in range(table.shape[0] - 1, -1, -1):
+        w, b, z, a, gz = layer_views(params, ws, table, l, rows)
+        gw, gb, _, _, _ = layer_views(grads, ws, table, l, rows)
+        backward_by_code(table[l, ACT], z, a, g, gz, gb, scale)
+        if l == 0:
+            gemm_rm(gemm, True, False, scale, x, gz, 1, gw)
+        else:
+            _, _, _, inp, _ = layer_views(params, ws, table, l - 1, rows)
+            gemm_rm(gemm, True, False, scale, inp, gz, 1, gw)
+            fin = table[l, FIN]
+            gx = ws[table[l, GX_OFF]:table[l, GX_OFF] + rows * fin].reshape((rows, fin))
+            gemm_rm(gemm, False, True, 1, gz, w, 0, gx)
+            g = gx
+
+
+def _by_code(kind, names, params):
+    """Source of a dispatcher that calls kernel K<i> for activation code i, generated
+    from the activation table (so adding an activation needs no edit here).  Compiled
+    with this file as its source, so numba's cache can locate it."""
+    lines = [f"def {kind}_by_code(code, {params}):"]
+    for i, name in enumerate(names):
+        lines += [f"    {'if' if i == 0 else 'elif'} code == {i}:  # {name}",
+                  f"        K{i}({params})"]
+    code = compile("\n".join(lines) + "\n", __file__, "exec")
+    namespace = {}
+    exec(code, globals(), namespace)
+    return namespace[f"{kind}_by_code"]
+
+
 # ---- tables: name -> (template, slots taken from the formulas) ----------------------
 _ELEMENTWISE = ("linear", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "silu",
                 "softplus")
@@ -281,6 +428,13 @@ LOSSES["cross_entropy_probs"] = (cross_entropy_probs, {"softmax_numerators": "ex
 OPTIMIZERS = {n: (_OPTIMIZER_STEPS[len(states)], {"f": n})
               for n, states in OPTIMIZER_STATES.items()}
 
+# Activation codes of the model tables: an activation's index in this tuple.
+ACTIVATION_CODES = tuple(ACTIVATION_FORWARD)
+forward_by_code = _by_code("forward", ACTIVATION_CODES, "z, a")
+backward_by_code = _by_code("backward", ACTIVATION_CODES,
+                            "z, a, grad_a, grad_z, grad_b, scale")
+layer_views = njit(inline="always", **_OPTS)(_layer_views)
+
 _formulas = {}
 _built = {}
 _HELPERS = {"softmax_numerators": (softmax_numerators, "exp")}
@@ -296,6 +450,26 @@ def _slot(slot, formula, dt):
         template, inner = _HELPERS[slot]
         _built[key] = specialise(template, dt.name, False, **{inner: formula})
     return _built[key]
+
+
+def get_model(direction, dtype, parallel):
+    """The compiled whole-model ``"forward"`` or ``"backward"`` pass for ``dtype``: the
+    model template with its activation dispatcher bound to this dtype's (serial or
+    parallel) activation kernels."""
+    dt = np.dtype(dtype)
+    key = ("model", direction, dt, bool(parallel))
+    kernel = _built.get(key)
+    if kernel is None:
+        table = ACTIVATION_FORWARD if direction == "forward" else ACTIVATION_BACKWARD
+        by_code = forward_by_code if direction == "forward" else backward_by_code
+        kernels = {f"K{i}": get(table, name, dt, parallel)
+                   for i, name in enumerate(ACTIVATION_CODES)}
+        tag = f"{dt.name}_{'par' if parallel else 'ser'}"
+        dispatch = specialise(by_code, tag, False, **kernels)
+        template = model_forward if direction == "forward" else model_backward
+        kernel = _built[key] = specialise(template, dt.name, False, **{
+            f"{direction}_by_code": dispatch})
+    return kernel
 
 
 def get(table, name, dtype, parallel):

@@ -1,4 +1,5 @@
-"""The kernel interface every backend implements: thirteen methods, no more.
+"""The kernel interface every backend implements: thirteen kernel methods, plus two
+whole-model passes that default to loops over them.
 
 Arrays are the backend's own (NumPy arrays for ``numpy`` and ``cpu``); every method
 writes into arrays it is given (inputs first, outputs last) and allocates nothing but
@@ -45,6 +46,35 @@ class Backend:
         """grad_z = grad_a * f'(z) (softmax: its Jacobian-vector product) and
         grad_b += scale * grad_z summed over the batch."""
         raise NotImplementedError
+
+    # -- whole-model passes --------------------------------------------------------
+    # ``plan`` is a model's workspace for one batch size (``fastnn.layers._Workspace``):
+    # ``plan.model`` (its layers' parameters and the flat buffers), the per-layer views
+    # ``z``, ``a``, ``grad_z``, ``grad_x``, and the same as one flat array + offset table
+    # for backends that run a pass as one kernel.  These defaults call the per-layer
+    # methods above; a compiled backend overrides them with fused passes.
+    def model_forward(self, plan, x):
+        """Every layer in turn: ``z = inp @ w + b``, ``a = f(z)``; returns the last
+        ``a``."""
+        inp = x
+        for layer, z, a in zip(plan.model.layers, plan.z, plan.a):
+            self.dense_forward(inp, layer.weight.data, layer.bias.data, z)
+            if a is not z:
+                self.activation_forward(layer.activation, z, a)
+            inp = a
+        return inp
+
+    def model_backward(self, plan, x, grad, scale):
+        """From the last layer down: ``activation_backward`` then ``dense_backward``,
+        adding ``scale`` times every parameter gradient."""
+        layers = plan.model.layers
+        for i in range(len(layers) - 1, -1, -1):
+            layer = layers[i]
+            self.activation_backward(layer.activation, plan.z[i], plan.a[i], grad,
+                                     plan.grad_z[i], layer.bias.grad, scale)
+            self.dense_backward(x if i == 0 else plan.a[i - 1], layer.weight.data,
+                                plan.grad_z[i], layer.weight.grad, plan.grad_x[i], scale)
+            grad = plan.grad_x[i]
 
     # -- losses and optimizers -----------------------------------------------------
     def loss(self, name, out, target, grad, param, norm):

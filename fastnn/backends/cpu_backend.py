@@ -33,6 +33,29 @@ class CpuBackend(NumpyBackend):
         kernel = self._kernel(K.ACTIVATION_BACKWARD, name, z.dtype, z.size)
         kernel(z, a, grad_a, grad_z, grad_b, z.dtype.type(scale))
 
+    def model_forward(self, plan, x):
+        # One compiled call for the whole pass: BLAS is called from inside the kernel.
+        model = plan.model
+        kernel = K.get_model("forward", x.dtype, threads.use_parallel(plan.flat.size))
+        threads.get_num_threads()
+        return kernel(x, model.flat_params, plan.flat, plan.table, self._gemm(x.dtype))
+
+    def model_backward(self, plan, x, grad, scale):
+        model = plan.model
+        kernel = K.get_model("backward", x.dtype, threads.use_parallel(plan.flat.size))
+        threads.get_num_threads()
+        kernel(x, model.flat_params, model.flat_grads, plan.flat, grad, plan.table,
+               x.dtype.type(scale), self._gemm(x.dtype))
+
+    _addresses = {}
+
+    @classmethod
+    def _gemm(cls, dtype):
+        addr = cls._addresses.get(dtype)
+        if addr is None:
+            addr = cls._addresses[dtype] = K.blas_address(dtype)
+        return addr
+
     def loss(self, name, out, target, grad, param, norm):
         F = out.dtype.type
         kernel = self._kernel(K.LOSSES, name, out.dtype, out.size)
