@@ -45,9 +45,25 @@ _MAX_MATH = {"nnan", "nsz"}
 
 @njit(fastmath=_MAX_MATH, **_OPTS)
 def row_max(x):
-    m = x[0]
-    for i in range(1, x.shape[0]):
-        m = max(m, x[i])
+    # Eight running maxima: LLVM does not vectorise a max reduction here, and one
+    # chain of dependent max() calls ran at 0.5 ns/element (a 1024x512 float32 pass:
+    # 263 us alone vs 74 us like this, one thread).
+    n = x.shape[0]
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = x[0]
+    i = 0
+    while i + 8 <= n:
+        m0 = max(m0, x[i])
+        m1 = max(m1, x[i + 1])
+        m2 = max(m2, x[i + 2])
+        m3 = max(m3, x[i + 3])
+        m4 = max(m4, x[i + 4])
+        m5 = max(m5, x[i + 5])
+        m6 = max(m6, x[i + 6])
+        m7 = max(m7, x[i + 7])
+        i += 8
+    m = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+    for j in range(i, n):
+        m = max(m, x[j])
     return m
 
 
