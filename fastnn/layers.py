@@ -72,7 +72,8 @@ class _Workspace:
     ``fastnn.kernels.cpu.LAYER_COLUMNS``: in/out features, the weight and bias offsets
     in the flat parameter (and gradient) buffer, the activation's code, and the offsets
     of Z, A, dL/dZ, dL/dX in ``flat`` (-1: none)."""
-    __slots__ = ("model", "rows", "flat", "table", "z", "a", "grad_z", "grad_x")
+    __slots__ = ("model", "rows", "flat", "table", "activations", "z", "a", "grad_z",
+                 "grad_x")
 
     def __init__(self, model, rows):
         from .kernels.cpu import ACTIVATION_CODES, LAYER_COLUMNS
@@ -98,6 +99,7 @@ class _Workspace:
                         ACTIVATION_CODES.index(layer.activation), z, a, gz, gx)
             param_offset += fin * fout + fout
         self.table = table
+        self.activations = tuple(layer.activation for layer in model.layers)
         self.flat = model.backend.empty((size,), model.dtype)
 
         def view(offset, cols):

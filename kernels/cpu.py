@@ -385,7 +385,8 @@ def model_forward(x, params, ws, table, gemm):
     for l in range(table.shape[0]):
         w, b, z, a, _ = layer_views(params, ws, table, l, rows)
         for r in range(rows):
-            z[r, :] = b
+            for j in range(b.shape[0]):     # (a slice assignment would compile numba's
+                z[r, j] = b[j]              # shape-mismatch reporting: +2.5 s cold)
         gemm_rm(gemm, False, False, 1, inp, w, 1, z)
         if table[l, A_OFF] != table[l, Z_OFF]:
             forward_by_code(table[l, ACT], z, a)
@@ -414,18 +415,24 @@ def model_backward(x, params, grads, ws, grad_out, table, scale, gemm):
             g = gx
 
 
-def _by_code(kind, names, params):
-    """Source of a dispatcher that calls kernel K<i> for activation code i, generated
-    from the activation table (so adding an activation needs no edit here).  Compiled
-    with this file as its source, so numba's cache can locate it."""
-    lines = [f"def {kind}_by_code(code, {params}):"]
-    for i, name in enumerate(names):
-        lines += [f"    {'if' if i == 0 else 'elif'} code == {i}:  # {name}",
-                  f"        K{i}({params})"]
+_DISPATCH_PARAMS = {"forward": "z, a", "backward": "z, a, grad_a, grad_z, grad_b, scale"}
+
+
+def _by_code(direction, names):
+    """A dispatcher calling kernel K<i> for activation code i (the index in
+    ACTIVATION_CODES), with branches for ``names`` only: generated from the activation
+    table, so adding an activation needs no edit here, and a model compiles only the
+    activations it uses (all ten, forward and backward, took ~10 s to compile).
+    Compiled with this file as its source, so numba's cache can locate it."""
+    params = _DISPATCH_PARAMS[direction]
+    lines = [f"def {direction}_by_code(code, {params}):", "    pass"]
+    for name in names:
+        i = ACTIVATION_CODES.index(name)
+        lines += [f"    if code == {i}:  # {name}", f"        K{i}({params})"]
     code = compile("\n".join(lines) + "\n", __file__, "exec")
     namespace = {}
     exec(code, globals(), namespace)
-    return namespace[f"{kind}_by_code"]
+    return namespace[f"{direction}_by_code"]
 
 
 # ---- tables: name -> (template, slots taken from the formulas) ----------------------
@@ -446,9 +453,7 @@ OPTIMIZERS = {n: (_OPTIMIZER_STEPS[len(states)], {"f": n})
 
 # Activation codes of the model tables: an activation's index in this tuple.
 ACTIVATION_CODES = tuple(ACTIVATION_FORWARD)
-forward_by_code = _by_code("forward", ACTIVATION_CODES, "z, a")
-backward_by_code = _by_code("backward", ACTIVATION_CODES,
-                            "z, a, grad_a, grad_z, grad_b, scale")
+forward_by_code = backward_by_code = None     # slots of the model templates
 layer_views = njit(inline="always", **_OPTS)(_layer_views)
 
 _formulas = {}
@@ -468,22 +473,22 @@ def _slot(slot, formula, dt):
     return _built[key]
 
 
-def get_model(direction, dtype, parallel):
-    """The compiled whole-model ``"forward"`` or ``"backward"`` pass for ``dtype``: the
-    model template with its activation dispatcher bound to this dtype's (serial or
-    parallel) activation kernels."""
+def get_model(direction, dtype, parallel, activations):
+    """The compiled whole-model ``"forward"`` or ``"backward"`` pass for ``dtype`` and
+    the set of activation names a model uses: the model template with its activation
+    dispatcher bound to this dtype's (serial or parallel) kernels for those names."""
     dt = np.dtype(dtype)
-    key = ("model", direction, dt, bool(parallel))
+    names = tuple(sorted(set(activations), key=ACTIVATION_CODES.index))
+    key = ("model", direction, dt, bool(parallel), names)
     kernel = _built.get(key)
     if kernel is None:
         table = ACTIVATION_FORWARD if direction == "forward" else ACTIVATION_BACKWARD
-        by_code = forward_by_code if direction == "forward" else backward_by_code
-        kernels = {f"K{i}": get(table, name, dt, parallel)
-                   for i, name in enumerate(ACTIVATION_CODES)}
-        tag = f"{dt.name}_{'par' if parallel else 'ser'}"
-        dispatch = specialise(by_code, tag, False, **kernels)
+        kernels = {f"K{ACTIVATION_CODES.index(n)}": get(table, n, dt, parallel)
+                   for n in names}
+        tag = f"{'_'.join(names)}_{dt.name}_{'par' if parallel else 'ser'}"
+        dispatch = specialise(_by_code(direction, names), tag, False, **kernels)
         template = model_forward if direction == "forward" else model_backward
-        kernel = _built[key] = specialise(template, dt.name, False, **{
+        kernel = _built[key] = specialise(template, tag, False, **{
             f"{direction}_by_code": dispatch})
     return kernel
 

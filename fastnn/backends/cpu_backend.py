@@ -36,13 +36,15 @@ class CpuBackend(NumpyBackend):
     def model_forward(self, plan, x):
         # One compiled call for the whole pass: BLAS is called from inside the kernel.
         model = plan.model
-        kernel = K.get_model("forward", x.dtype, threads.use_parallel(plan.flat.size))
+        kernel = K.get_model("forward", x.dtype, threads.use_parallel(plan.flat.size),
+                             plan.activations)
         threads.get_num_threads()
         return kernel(x, model.flat_params, plan.flat, plan.table, self._gemm(x.dtype))
 
     def model_backward(self, plan, x, grad, scale):
         model = plan.model
-        kernel = K.get_model("backward", x.dtype, threads.use_parallel(plan.flat.size))
+        kernel = K.get_model("backward", x.dtype, threads.use_parallel(plan.flat.size),
+                             plan.activations)
         threads.get_num_threads()
         kernel(x, model.flat_params, model.flat_grads, plan.flat, grad, plan.table,
                x.dtype.type(scale), self._gemm(x.dtype))
