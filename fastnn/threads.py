@@ -26,9 +26,13 @@ numba gains nothing next to a GEMM.  Hence the policy:
 
 Where numba keeps compiled kernels: ``NUMBA_CACHE_DIR`` if set, else numba's default
 (``__pycache__`` beside the sources); when that is not writable (a read-only install)
-a per-user cache directory is used instead, so importing never fails for want of one.
+a per-user cache directory is used instead, and when nothing is writable caching is
+off for fastnn's kernels, so importing never fails for want of one (see
+:func:`_configure_numba_before_import`).
 """
 import os
+import stat
+import sys
 import tempfile
 
 _ENV = "FASTNN_NUM_THREADS"
@@ -49,23 +53,93 @@ def _parallel_min():
 PARALLEL_MIN = _parallel_min()   # None: numba kernels always serial (see above)
 
 
-def _configure_numba_before_import():
-    """Settings numba reads when it is first imported."""
-    if "NUMBA_CACHE_DIR" not in os.environ:
-        import importlib.util
+# Where numba keeps fastnn's compiled kernels, as decided at import (see
+# :func:`_configure_numba_before_import`); ``fastnn info`` shows it.
+CACHE = {"dir": None, "source": None}
 
-        spec = importlib.util.find_spec("fastnn.kernels")
-        here = os.path.dirname(spec.origin) if spec and spec.origin else ""
-        if not os.access(here, os.W_OK):
-            base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-                os.path.expanduser("~"), ".cache")
-            cache = os.path.join(base, "fastnn", "numba")
-            try:
-                os.makedirs(cache, exist_ok=True)
-            except OSError:
-                cache = os.path.join(tempfile.gettempdir(), "fastnn-numba-cache")
-                os.makedirs(cache, exist_ok=True)
-            os.environ["NUMBA_CACHE_DIR"] = cache
+
+def _can_write(path):
+    """Whether files can really be created in ``path`` (made if missing).  A real test,
+    not ``os.access``, which says yes to root and may say yes on a read-only mount."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()    # what numba's locators try too
+        return True
+    except OSError:
+        return False
+
+
+def _private_dir(path):
+    """``path`` as a cache directory only this user can write to, made 0700 if missing;
+    None if it exists but is not a real directory owned by this user and closed to
+    others (numba's cache files are pickles: loading someone else's runs their code)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    if (not stat.S_ISDIR(st.st_mode)
+            or (uid is not None and st.st_uid != uid)
+            or (uid is not None and st.st_mode & 0o022)):
+        return None
+    return path if _can_write(path) else None
+
+
+def _cache_dir_candidates():
+    """(source, directory) pairs, best first, for numba's cache when none is set."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastnn.kernels")
+    here = os.path.dirname(spec.origin) if spec and spec.origin else None
+    if here:
+        # numba's own default: __pycache__ beside the sources (NUMBA_CACHE_DIR unset).
+        yield "beside the sources", os.path.join(here, "__pycache__")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache")
+    yield "user cache", os.path.join(base, "fastnn", "numba")
+    try:
+        tmp = tempfile.gettempdir()
+    except OSError:            # no usable temporary directory at all
+        return
+    who = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    yield "temporary", os.path.join(tmp, f"fastnn-numba-{who}")
+
+
+def _configure_numba_before_import():
+    """Settings numba reads when it is first imported: where its disk cache goes.
+
+    ``NUMBA_CACHE_DIR`` is honoured when set.  Otherwise numba's default (``__pycache__``
+    beside the kernels' sources) when that is writable; else (a read-only install) the
+    user's cache directory ``$XDG_CACHE_HOME`` or ``~/.cache``, ``/fastnn/numba``; else
+    (a read-only home too) ``<temp dir>/fastnn-numba-<uid>``, private to this user.  If
+    none can be written, ``NUMBA_CACHE_DIR`` is left unset and
+    :mod:`fastnn.kernels._numba_setup` turns caching off for fastnn's kernels, so that
+    importing never fails for want of a cache (numba's own ``cache=True`` would raise
+    "no locator available").  The directory numba really uses is reported by the
+    first-run message and by ``fastnn info``.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        CACHE.update(dir=os.environ["NUMBA_CACHE_DIR"], source="NUMBA_CACHE_DIR")
+        return
+    for source, path in _cache_dir_candidates():
+        ok = _private_dir(path) if source == "temporary" else (
+            path if _can_write(path) else None)
+        if ok:
+            CACHE.update(dir=path, source=source)
+            if source != "beside the sources":
+                os.environ["NUMBA_CACHE_DIR"] = path
+            break
+    else:
+        CACHE.update(dir=None, source="none writable")
+    if "numba" in sys.modules and os.environ.get("NUMBA_CACHE_DIR"):
+        # numba was imported first (by the user): make it re-read its environment.
+        sys.modules["numba"].core.config.reload_config()
 
 
 def _available_cpus():
@@ -125,6 +199,22 @@ def use_parallel(size):
     return True
 
 
+def cache_info():
+    """Where numba caches fastnn's kernels, and whether that directory is writable."""
+    from .kernels import _numba_setup
+
+    where = _numba_setup.STATUS["cache_dir"]
+    if where and CACHE["dir"] and where.startswith(CACHE["dir"]):
+        chosen = f" ({CACHE['source']})"
+    else:
+        chosen = " (numba's fallback)"
+    return {
+        "numba_cache_dir": (where + chosen) if where else
+        "none: caching off (no writable directory; set NUMBA_CACHE_DIR)",
+        "numba_cache_writable": bool(where) and _can_write(where),
+    }
+
+
 def info():
     """The thread settings, as a dict (for ``fastnn info`` and bug reports)."""
     import numba
@@ -134,7 +224,7 @@ def info():
         "num_threads": get_num_threads(),
         "parallel_min_elements": PARALLEL_MIN or "off (numba kernels serial)",
         "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER", "(numba's default)"),
-        "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR") or "(beside the sources)",
+        **cache_info(),
         "blas": [(p.get("internal_api"), p.get("filepath"), p.get("num_threads"))
                  for p in threadpool_info() if p.get("user_api") == "blas"],
         "numba_max_threads": numba.config.NUMBA_NUM_THREADS,
