@@ -1,18 +1,26 @@
-"""Shared fixtures of the benchmark suite (``bench/bench_*.py``).
+"""Shared fixtures of the benchmark suites (``bench/bench_*.py``, one per kernel family:
+dense, activations, losses, optim, accumulation, train, sklearn).
 
-The suite runs two ways:
+The suites run three ways:
 
 - as tests: ``pytest bench --benchmark-disable -q`` calls every case once and checks
   its result against a float64 NumPy reference;
 - as benchmarks: ``pytest bench --benchmark-only --benchmark-columns=median,iqr,rounds
-  --benchmark-sort=name``; one table (``benchmark.group``) per case compares the
-  backends, and ``extra_info`` carries the shape, dtype, threads, the work (flops or
-  bytes) and the floor that work implies on this kind of machine.
+  --benchmark-sort=name``; one table (``benchmark.group``) per case and size compares
+  the backends and peers, and ``extra_info`` carries the family, shape, dtype,
+  threads, the work (flops or bytes) and the floor that work implies on this kind of
+  machine;
+- through ``python -m bench`` (or ``fastnn bench``), which runs them with
+  ``--benchmark-json`` and writes ``bench/results/cpu.md`` and ``cpu.png``.
 
 PyTorch is an optional peer, never a dependency: only the torch cases ask for the
 ``torch_peer`` fixture, which skips them when torch is not importable.
 """
 import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
 
 import numpy as np
 import pytest
@@ -60,6 +68,18 @@ def torch_peer(nthreads):
     return torch
 
 
+@pytest.fixture
+def sklearn_peer():
+    """scikit-learn's MLPClassifier and ConvergenceWarning; skips when scikit-learn is
+    not importable."""
+    try:
+        nn = pytest.importorskip("sklearn.neural_network")
+        from sklearn.exceptions import ConvergenceWarning
+    except ImportError as exc:   # installed but broken: pytest >= 8.2 re-raises these
+        pytest.skip(f"scikit-learn is installed but not importable: {exc}")
+    return nn.MLPClassifier, ConvergenceWarning
+
+
 def _blas_kernels():
     """OpenBLAS kernel architecture(s) in use, e.g. 'Haswell' or 'SkylakeX'."""
     from threadpoolctl import threadpool_info
@@ -67,14 +87,24 @@ def _blas_kernels():
                    if p.get("user_api") == "blas"})
 
 
+def _family(module_name):
+    """bench_dense -> dense: the family a suite's cases are reported under."""
+    name = module_name.rsplit(".", 1)[-1]
+    return name[len("bench_"):] if name.startswith("bench_") else name
+
+
 @pytest.fixture
-def describe(nthreads):
-    """describe(benchmark, group, backend, shape, flops=..., bytes=..., floor_us=...):
-    set the table group and the extra_info of one case."""
+def describe(nthreads, request):
+    """describe(benchmark, group, backend, shape, flops=..., nbytes=..., floor_us=...):
+    set the table group and the extra_info of one case (its family is the suite's
+    name: bench_dense.py -> "dense")."""
+    family = _family(request.module.__name__)
+
     def _describe(benchmark, group, backend, shape, dtype=np.float32, flops=None,
                   nbytes=None, floor_us=None, **more):
         benchmark.group = group
-        info = {"backend": backend, "shape": shape, "dtype": np.dtype(dtype).name,
+        info = {"family": family, "backend": backend, "shape": shape,
+                "dtype": np.dtype(dtype).name,
                 "threads": nthreads,
                 # None: fastnn's numba kernels run serially (its default since c713cac)
                 "fastnn_parallel_min": getattr(fn_threads, "PARALLEL_MIN", None),
@@ -109,3 +139,77 @@ def assert_close(got, ref, rel, what):
 @pytest.fixture
 def close():
     return assert_close
+
+
+# ---- what the JSON of a run records about the machine ---------------------------------
+def _version(dist):
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fastnn_machine_info():
+    """Versions, CPU, threads and BLAS of this process (without importing torch or
+    scikit-learn: their versions come from the installed metadata)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count()
+    try:
+        blas = _blas_kernels()
+    except Exception as exc:          # threadpoolctl could not inspect the libraries
+        blas = [f"unknown ({exc})"]
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_available": cpus,
+        "threads": fn.get_num_threads(),
+        "fastnn_parallel_min": getattr(fn_threads, "PARALLEL_MIN", None),
+        "blas_kernels": blas,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "python": sys.version.split()[0],
+        "versions": {"fastnn": fn.__version__, "numpy": np.__version__,
+                     "numba": _version("numba"), "scipy": _version("scipy"),
+                     "torch": _version("torch"), "scikit-learn": _version("scikit-learn"),
+                     "pytest-benchmark": _version("pytest-benchmark")},
+    }
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["fastnn"] = fastnn_machine_info()
+
+
+def _git(*args):
+    """(exit status, output) of a read-only git command in this checkout, or
+    (None, None) where git is unavailable."""
+    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")
+    try:
+        done = subprocess.run(("git", *args), capture_output=True, text=True, env=env,
+                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return done.returncode, (done.stdout.strip() or None)
+
+
+def pytest_benchmark_generate_commit_info(config):
+    """The commit, from read-only git plumbing.  (pytest-benchmark's own version runs
+    ``git describe --dirty``, which may rewrite the index while someone else commits.)"""
+    rc, commit = _git("rev-parse", "HEAD")
+    if rc != 0:
+        return {"id": None, "dirty": None, "project": "fastnn"}
+    return {"id": commit, "project": "fastnn",
+            "dirty": _git("diff-index", "--quiet", "HEAD", "--")[0] != 0,
+            "branch": _git("rev-parse", "--abbrev-ref", "HEAD")[1],
+            "time": _git("show", "-s", "--pretty=format:%cI", "HEAD")[1]}

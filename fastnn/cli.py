@@ -3,11 +3,13 @@
 ``fastnn train`` trains a multi-layer perceptron on a bundled data set (default: a
 64-128-10 relu network on the 8x8 digits) or on MNIST-style IDX files, shows progress
 and prints the test score; ``fastnn info`` prints versions, backends, thread settings
-and where compiled kernels are cached.  Exit codes: 0 success, 2 usage error, 1 failure
-(with a one-line reason)."""
+and where compiled kernels are cached; ``fastnn bench`` (in a source checkout) runs the
+benchmark suites and writes a markdown report and a chart.  Exit codes: 0 success, 2
+usage error, 1 failure (with a one-line reason)."""
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -180,6 +182,30 @@ def _info(args):
     return 0
 
 
+def bench_dir():
+    """The source tree's ``bench/`` beside the package (an editable install or a
+    checkout on the path), or None in an installed wheel, which ships no benchmarks."""
+    import fastnn
+
+    path = Path(fastnn.__file__).resolve().parent.parent / "bench"
+    return path if (path / "runner.py").is_file() else None
+
+
+def _bench(argv):
+    """``fastnn bench ...``: ``python -m bench ...`` of the source checkout."""
+    path = bench_dir()
+    if path is None:
+        print("fastnn: error: `fastnn bench` needs the benchmark suites of a source "
+              "checkout (no bench/ beside the installed package); run it from a source "
+              "checkout: pip install -e . there, or python -m bench in its root",
+              file=sys.stderr)
+        return 1
+    sys.path.insert(0, str(path.parent))     # first, so this checkout's bench/ is found
+    from bench import runner
+
+    return runner.main(argv, prog="fastnn bench")
+
+
 def _arg_type(convert, valid, expected):
     """An argparse ``type``: ``convert`` the text, then require ``valid(value)``;
     otherwise a usage error saying it ``must be <expected>`` (exit code 2)."""
@@ -269,10 +295,17 @@ def build_parser():
                        "any is missing), thread settings and where compiled kernels "
                        "are cached.")
     i.set_defaults(func=_info)
+    # listed for --help; main() hands `fastnn bench ...` to the runner before parsing
+    sub.add_parser("bench", add_help=False,
+                   help="run the benchmark suites and write a markdown report and a "
+                   "chart (source checkout; `fastnn bench --help` for options)")
     return parser
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
     args = build_parser().parse_args(argv)   # usage errors exit with code 2
     try:
         return args.func(args)

@@ -1,0 +1,134 @@
+"""``python -m bench`` / ``fastnn bench``: run the benchmark suites and write the report.
+
+Runs ``python -m pytest bench --benchmark-only --benchmark-json=...`` in a fresh
+process (from the repository root, so the suites see the project's pytest settings),
+then writes ``DIR/cpu.md`` (environment, the README's targets with measured ratios,
+one table per kernel family), ``DIR/cpu.png`` (time per training step, log scale;
+skipped without matplotlib) and ``DIR/cpu.json`` (the raw pytest-benchmark results).
+
+    python -m bench                      # the full run (a few minutes)
+    python -m bench --quick              # short timings: checks the pipeline
+    python -m bench -k "64-128-10"       # only the matching cases (pytest's -k)
+    python -m bench --from-json bench/results/cpu.json   # rebuild the report only
+
+Exit status: 0 when every case passed and the report was written; 1 when a case
+failed or nothing ran (the report is still written from what did run); 2 for a usage
+error.
+"""
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from . import report
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+DEFAULT_OUT = BENCH_DIR / "results"
+QUICK = {"max_time": 0.05, "min_rounds": 3}
+FULL = {"max_time": 1.0, "min_rounds": 20}
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def build_parser(prog="python -m bench"):
+    p = argparse.ArgumentParser(
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run fastnn's benchmark suites (bench/bench_*.py) against their "
+        "peers (PyTorch and scikit-learn when installed) and write a markdown report "
+        "and a chart.",
+        epilog="The machine should be otherwise idle for the full run: timings on a "
+        "busy machine vary by tens of percent.")
+    p.add_argument("--quick", action="store_true",
+                   help=f"short timings (max {QUICK['max_time']} s and at least "
+                   f"{QUICK['min_rounds']} rounds per case, one round per whole fit): "
+                   "checks the pipeline, not for quoting")
+    p.add_argument("--out", metavar="DIR", type=Path, default=None,
+                   help=f"where to write cpu.md, cpu.png and cpu.json (default: "
+                   f"{DEFAULT_OUT.relative_to(ROOT)} in the source tree)")
+    p.add_argument("-k", metavar="EXPR", dest="keyword",
+                   help="only the cases matching this pytest -k expression, e.g. "
+                   "'64-128-10' or 'train or sklearn'")
+    p.add_argument("--min-rounds", type=_positive, metavar="N",
+                   help=f"at least N timed rounds per case (default {FULL['min_rounds']}, "
+                   f"--quick {QUICK['min_rounds']})")
+    p.add_argument("--from-json", type=Path, metavar="FILE",
+                   help="run nothing: rebuild the report from a pytest-benchmark JSON "
+                   "(e.g. an earlier cpu.json)")
+    return p
+
+
+def pytest_command(args, json_path):
+    """The pytest command line of a run."""
+    mode = QUICK if args.quick else FULL
+    cmd = [sys.executable, "-m", "pytest", str(BENCH_DIR), "-q", "-p", "no:cacheprovider",
+           "--benchmark-only", f"--benchmark-json={json_path}",
+           f"--benchmark-max-time={mode['max_time']}",
+           f"--benchmark-min-rounds={args.min_rounds or mode['min_rounds']}",
+           "--benchmark-sort=name", "--benchmark-columns=median,iqr,rounds"]
+    if args.keyword:
+        cmd += ["-k", args.keyword]
+    return cmd
+
+
+def _command_text(prog, argv):
+    return " ".join([prog] + [shlex.quote(a) for a in argv])
+
+
+def main(argv=None, prog="python -m bench"):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(prog).parse_args(argv)
+    out = (args.out if args.out is not None else DEFAULT_OUT).resolve()
+
+    if args.from_json:
+        try:
+            data = json.loads(args.from_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            print(f"{prog}: error: cannot read {args.from_json}: {exc}", file=sys.stderr)
+            return 1
+        return _write(data, out, _command_text(prog, argv), status=0, prog=prog)
+
+    with tempfile.TemporaryDirectory(prefix="fastnn-bench-") as tmp:
+        json_path = Path(tmp) / "results.json"
+        cmd = pytest_command(args, json_path)
+        print("running: python " + " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
+        rc = subprocess.call(cmd, cwd=ROOT, env=dict(os.environ))
+        if not json_path.is_file():
+            why = ("no case matched -k " + repr(args.keyword)) if rc == 5 else \
+                f"pytest exited with status {rc} and wrote no results"
+            print(f"{prog}: error: {why}", file=sys.stderr)
+            return 1
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    if rc not in (0, 5) or not data.get("benchmarks"):
+        print(f"{prog}: warning: pytest exited with status {rc}; the report holds the "
+              f"{len(data.get('benchmarks', ()))} cases that ran", file=sys.stderr)
+        status = 1
+    else:
+        status = 0
+    data["fastnn_bench_command"] = _command_text(prog, argv)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cpu.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return _write(data, out, data["fastnn_bench_command"], status=status, prog=prog)
+
+
+def _write(data, out, command, status, prog):
+    try:
+        md, png, _ = report.write_report(data, out, command=command)
+    except OSError as exc:
+        print(f"{prog}: error: cannot write the report into {out}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {md}" + (f" and {png}" if png else
+                           " (chart skipped: see the report)"))
+    return status

@@ -1,0 +1,211 @@
+"""The benchmark runner (``python -m bench`` / ``fastnn bench``) and its report builder
+(``bench/report.py``), on synthetic pytest-benchmark JSON, plus one short end-to-end
+run of the real suites."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import report, runner  # noqa: E402
+
+from fastnn import cli  # noqa: E402
+
+US = 1e-6
+
+
+def case(family, group, backend, median_us, **info):
+    """One entry of pytest-benchmark's JSON ``benchmarks`` list, minimal."""
+    return {"group": group, "name": f"test_x[{backend}]",
+            "fullname": f"bench/bench_{family}.py::test_x[{backend}]",
+            "params": {"backend": backend}, "param": backend,
+            "extra_info": dict(info, family=family, backend=backend),
+            "options": {"min_rounds": 3, "max_time": 0.05},
+            "stats": {"median": median_us * US, "min": median_us * US, "iqr": 0.0,
+                      "rounds": 5}}
+
+
+def train(batch, opt, arch="784-512-256-10"):
+    return f"train_step {arch} B={batch} {opt}"
+
+
+def synthetic(torch=True):
+    """A run with every target's group; ``torch=False``: as without PyTorch."""
+    b = []
+    # (group, cpu, torch, numpy, gemms) in µs
+    for group, cpu, tch, npy, gemms in [
+            (train(32, "sgd"), 300, 900, 1200, 280),          # 3.00x: met
+            (train(128, "sgd"), 1200, 1500, 2000, 1000),      # 1.25x: not met; 1.2 > 1.15
+            (train(128, "adam"), 1300, 2600, 2500, 1000),     # 2.00x: met
+            (train(32, "sgd", "64-128-10"), 25, 250, 60, 15),  # 10x: met
+            (train(256, "adam", "64-128-10"), 100, 300, 200, 70)]:   # 3x: not met
+        b.append(case("train", group, "numpy", npy, flops=1e6))
+        b.append(case("train", group, "cpu", cpu, flops=1e6))
+        if torch:
+            b.append(case("train", group, "torch", tch, flops=1e6))
+        b.append(case("train", group, "gemms", gemms, flops=1e6))
+    # elementwise: the kernel moves 6 MiB, the copy 6 MiB -> floor = copy time
+    sig = "activation_backward sigmoid 1024x512"
+    b += [case("activations", sig, "cpu", 140, bytes=6 << 20),
+          case("activations", sig, "numpy", 900, bytes=6 << 20),
+          case("activations", sig, "copy", 100, bytes=6 << 20)]
+    if torch:
+        b.append(case("activations", sig, "torch", 120, bytes=6 << 20))
+    # the copy moves half the bytes: floor = 2 x copy time = 100 µs -> 2.5x: not met
+    ce = "loss cross_entropy 1024x512"
+    b += [case("losses", ce, "cpu", 250, bytes=4 << 20),
+          case("losses", ce, "copy", 50, bytes=2 << 20)]
+    fit = "fit digits 64-128-10 adam B=200 200 epochs"
+    b += [case("sklearn", fit, "cpu", 80_000, test_accuracy=0.9833, epochs=200,
+               n_iter=200, steps=1600),
+          case("sklearn", fit, "sklearn", 960_000, test_accuracy=0.9861, epochs=200,
+               n_iter=187, steps=1496, dtype="float64")]
+    return {"benchmarks": b, "datetime": "2026-11-22T12:00:00+00:00",
+            "machine_info": {"fastnn": {"cpu_model": "Test CPU", "cpus_available": 2,
+                                        "threads": 2, "blas_kernels": ["Haswell"],
+                                        "OPENBLAS_CORETYPE": "Haswell",
+                                        "versions": {"fastnn": "0.1.0", "torch": None}}}}
+
+
+def verdicts(data):
+    groups = {g: c for fam in report.collect(data).values() for g, c in fam.items()}
+    return {label: (shown, verdict)
+            for label, shown, _, verdict in report.evaluate_targets(groups)}
+
+
+def row(text, first_cell):
+    lines = [ln for ln in text.splitlines() if ln.startswith(f"| {first_cell} |")]
+    assert lines, f"no table row starting with {first_cell!r}"
+    return [c.strip() for c in lines[0].strip("|").split("|")]
+
+
+def test_ratios_and_targets():
+    data = synthetic()
+    v = verdicts(data)
+    assert v["784-512-256-10, B=32, SGD: torch / cpu"] == ("3.00×", "met")
+    assert v["784-512-256-10, B=128, SGD: torch / cpu"] == ("1.25×", "**not met**")
+    assert v["784-512-256-10, B=128, SGD: cpu / its GEMMs alone"] == ("1.20×",
+                                                                       "**not met**")
+    assert v["784-512-256-10, B=128, Adam: torch / cpu"] == ("2.00×", "met")
+    assert v["64-128-10, B=32, SGD: torch / cpu"] == ("10.00×", "met")
+    assert v["64-128-10, B=256, Adam: torch / cpu"] == ("3.00×", "**not met**")
+    sig = v["sigmoid gradient (activation_backward) 1024x512: cpu / memory floor"]
+    assert sig == ("1.40×", "met")
+    ce = v["softmax-CE value + gradient 1024x512: cpu / memory floor"]
+    assert ce == ("2.50×", "**not met**")     # copy scaled by the bytes: floor 100 µs
+    assert v["digits 64-128-10 fit, Adam, batch 200, 200 epochs: sklearn / cpu"] == \
+        ("12.00×", "met")
+    shown, verdict = v["digits fit: fastnn (cpu) test accuracy"]
+    assert shown.startswith("98.33%") and "sklearn 98.61%" in shown
+    assert verdict == "met"
+
+
+def test_markdown_tables():
+    text = report.build_markdown(synthetic(), chart="cpu.png", command="python -m bench")
+    assert "Test CPU" in text and "Haswell" in text and "torch not installed" in text
+    assert "![time per training step](cpu.png)" in text
+    header = row(text, "case")        # the first table with a "case" column: training
+    r = row(text, train(32, "sgd"))
+    cells = dict(zip(header, r))
+    assert cells["cpu (µs)"] == "300" and cells["torch (µs)"] == "900"
+    assert cells["numpy/cpu"] == "4.00" and cells["torch/cpu"] == "3.00"
+    assert cells["cpu/floor"] == "1.07"                       # 300 / 280
+    assert cells["cpu rate"] == "3 GFLOP/s"                   # 1e6 flops / 300 µs
+    r = row(text, "activation_backward sigmoid 1024x512")
+    assert "1.40" in r and "0.86" in r                         # cpu/floor, torch/cpu
+    assert "## Whole fit against scikit-learn" in text
+    fit = [ln for ln in text.splitlines() if "| sklearn | 98.61%" in ln]
+    assert fit and "187 of 200" in fit[0] and "| 642 |" in fit[0]   # 960 ms / 1496
+
+
+def test_missing_torch_is_a_dash_not_a_crash(tmp_path):
+    data = synthetic(torch=False)
+    v = verdicts(data)
+    assert v["784-512-256-10, B=32, SGD: torch / cpu"] == (None, "– (not measured)")
+    assert v["784-512-256-10, B=128, SGD: cpu / its GEMMs alone"][1] == "**not met**"
+    md, png, text = report.write_report(data, tmp_path)
+    assert md.is_file() and png is not None and png.read_bytes()[:4] == b"\x89PNG"
+    r = row(text, "784-512-256-10, B=32, SGD: torch / cpu")
+    assert r[1] == "–" and "not measured" in r[3]
+    assert "torch (µs)" not in text                 # no empty torch column at all
+    # a group where some peer is missing within a family that has it elsewhere
+    data["benchmarks"] = [b for b in synthetic()["benchmarks"]
+                          if not (b["group"] == train(32, "sgd")
+                                  and b["extra_info"]["backend"] == "torch")]
+    text = report.build_markdown(data)
+    cells = dict(zip(row(text, "case"), row(text, train(32, "sgd"))))
+    assert cells["torch (µs)"] == "–" and cells["torch/cpu"] == "–"
+
+
+def test_empty_and_partial_runs(tmp_path):
+    md, png, text = report.write_report({"benchmarks": []}, tmp_path)
+    assert png is None and "not measured" in text and "Chart: skipped" in text
+    assert not (tmp_path / "cpu.png").exists()
+
+
+def test_chart_skipped_without_matplotlib(tmp_path, monkeypatch):
+    for name in [m for m in sys.modules if m.split(".")[0] == "matplotlib"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)      # import raises ImportError
+    (tmp_path / "cpu.png").write_bytes(b"stale")
+    md, png, text = report.write_report(synthetic(), tmp_path)
+    assert png is None and not (tmp_path / "cpu.png").exists()
+    assert "skipped: matplotlib is not installed" in md.read_text()
+
+
+def test_runner_from_json_and_cli(tmp_path, capsys):
+    src = tmp_path / "run.json"
+    src.write_text(json.dumps(synthetic()))
+    out = tmp_path / "out"
+    assert runner.main(["--from-json", str(src), "--out", str(out)]) == 0
+    assert (out / "cpu.md").is_file() and (out / "cpu.png").is_file()
+    # fastnn bench hands its arguments to the runner of this checkout
+    out2 = tmp_path / "out2"
+    assert cli.main(["bench", "--from-json", str(src), "--out", str(out2)]) == 0
+    assert "## Targets" in (out2 / "cpu.md").read_text()
+    assert runner.main(["--from-json", str(tmp_path / "missing.json")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_cli_bench_outside_a_checkout(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "bench_dir", lambda: None)
+    assert cli.main(["bench", "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "source checkout" in err
+
+
+def test_runner_command_line():
+    args = runner.build_parser().parse_args(["--quick", "-k", "train", "--min-rounds", "7"])
+    cmd = runner.pytest_command(args, "/tmp/x.json")
+    assert "--benchmark-only" in cmd and "--benchmark-json=/tmp/x.json" in cmd
+    assert "--benchmark-max-time=0.05" in cmd and "--benchmark-min-rounds=7" in cmd
+    assert cmd[cmd.index("-k") + 1] == "train"
+    with pytest.raises(SystemExit):
+        runner.build_parser().parse_args(["--min-rounds", "0"])
+
+
+def test_slow_end_to_end_quick_run(tmp_path):
+    """``python -m bench --quick -k 64-128-10``: the real suites, short timings."""
+    out = tmp_path / "results"
+    env = dict(os.environ)
+    env.pop("PYTEST_ADDOPTS", None)
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "-k", "64-128-10",
+                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = (out / "cpu.md").read_text()
+    assert (out / "cpu.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "cpu.json").read_text())["benchmarks"]
+    cells = row(text, "train_step 64-128-10 B=32 sgd")
+    assert cells[2] != "–"                       # the cpu column (after numpy) measured
+    assert "784-512-256-10" not in text.split("## Training steps")[1]   # -k left it out
+    target = row(text, "64-128-10, B=32, SGD: torch / cpu")
+    has_torch = importlib.util.find_spec("torch") is not None
+    assert target[1].endswith("×") if has_torch else target[1] == "–"
