@@ -43,7 +43,7 @@ def timed(be, run):
 
 
 # ---- the memory floor ------------------------------------------------------------------
-def copy_case(benchmark, describe, group, nbytes, what):
+def copy_case(benchmark, describe, group, nbytes, what, **info):
     """The "copy" peer of an elementwise group: ``np.copyto`` between two float32
     buffers whose bytes read + written equal the kernel's (``nbytes``), in the same
     run, so "x the memory floor" = kernel time / this time (the report scales by the
@@ -55,7 +55,7 @@ def copy_case(benchmark, describe, group, nbytes, what):
     dst = np.empty_like(src)
     describe(benchmark, group, "copy", f"copy({k},) -> ({k},)", nbytes=2 * 4 * k,
              impl_threads=1, floor_of=what,
-             note="np.copyto; bytes counted read + written (no write-allocate)")
+             note="np.copyto; bytes counted read + written (no write-allocate)", **info)
 
     def run():
         np.copyto(dst, src)

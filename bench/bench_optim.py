@@ -50,6 +50,8 @@ import pytest
 import fastnn as fn
 from fastnn import threads as fn_threads
 
+from _shared import copy_case
+
 F32 = np.float32
 SIZES = {"1M": (999, 1000), "10M": (9999, 1000)}          # Dense(n_in, n_out)
 OPTIMIZERS = {
@@ -208,23 +210,8 @@ def test_optimizer_step(benchmark, opt, size, impl, describe, nthreads, arena, r
     shape = f"flat({n},)"
 
     if impl == "copy":
-        k = footprint // 2 // 4                       # floats in each of src, dst
-        src = np.random.default_rng(7).standard_normal(k, dtype=F32)
-        dst = np.empty_like(src)
-        arena.update(src=src, dst=dst)
-        describe(benchmark, group, impl, f"copy({k},) -> ({k},)", nbytes=2 * 4 * k,
-                 params=n, footprint_bytes=2 * 4 * k, impl_threads=1,
-                 note="np.copyto; bytes counted read + written (no write-allocate)")
-
-        def run():
-            np.copyto(dst, src)
-
-        run()
-        assert np.array_equal(dst, src)
-        dst[...] = np.nan
-        benchmark(run)
-        assert np.array_equal(dst, src), "copy: destination not written"
-        return
+        return copy_case(benchmark, describe, group, footprint, f"{opt} step", params=n,
+                         footprint_bytes=footprint)
 
     if impl.startswith("torch"):
         torch = request.getfixturevalue("torch_peer")
