@@ -76,7 +76,7 @@ class _Workspace:
                  "grad_x")
 
     def __init__(self, model, rows):
-        from .kernels.cpu import ACTIVATION_CODES, LAYER_COLUMNS
+        from .kernels.cpu import ACTIVATION_CODES, LAYER_COLUMNS, activation_set
 
         self.model, self.rows = model, rows
         table = np.empty((len(model.layers), LAYER_COLUMNS), dtype=np.int64)
@@ -99,7 +99,8 @@ class _Workspace:
                         ACTIVATION_CODES.index(layer.activation), z, a, gz, gx)
             param_offset += fin * fout + fout
         self.table = table
-        self.activations = tuple(layer.activation for layer in model.layers)
+        # derived once here, not on every pass: the key of the compiled passes
+        self.activations = activation_set(layer.activation for layer in model.layers)
         self.flat = model.backend.empty((size,), model.dtype)
 
         def view(offset, cols):

@@ -473,12 +473,18 @@ def _slot(slot, formula, dt):
     return _built[key]
 
 
-def get_model(direction, dtype, parallel, activations):
+def activation_set(activations):
+    """The distinct names of ``activations`` in ACTIVATION_CODES order: what
+    :func:`get_model` takes (one compiled pass per set, whatever the layer order)."""
+    return tuple(sorted(set(activations), key=ACTIVATION_CODES.index))
+
+
+def get_model(direction, dtype, parallel, names):
     """The compiled whole-model ``"forward"`` or ``"backward"`` pass for ``dtype`` and
-    the set of activation names a model uses: the model template with its activation
-    dispatcher bound to this dtype's (serial or parallel) kernels for those names."""
+    the activations a model uses (``names``, from :func:`activation_set`): the model
+    template with its activation dispatcher bound to this dtype's (serial or parallel)
+    kernels for those names."""
     dt = np.dtype(dtype)
-    names = tuple(sorted(set(activations), key=ACTIVATION_CODES.index))
     key = ("model", direction, dt, bool(parallel), names)
     kernel = _built.get(key)
     if kernel is None:
