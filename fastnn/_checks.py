@@ -39,21 +39,28 @@ def batch_array(x, argname, dtype, ndim=2, columns=None):
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{argname} must be a numpy.ndarray of {dtype}, got "
                         f"{type(x).__name__}")
-    if x.ndim != ndim:
-        hint = " (one sample? use x.reshape(1, -1))" if x.ndim == 1 and ndim == 2 else ""
-        raise ValueError(f"{argname} must be {ndim}-D, got shape {x.shape}{hint}")
-    if x.dtype != dtype:
-        raise TypeError(f"{argname} must have dtype {dtype} (the model's), got "
-                        f"{x.dtype}; convert it once with x.astype(np.{dtype})")
-    if columns is not None and x.shape[1] != columns:
-        raise ValueError(f"{argname} must have {columns} columns (features), got "
-                         f"shape {x.shape}")
-    if x.shape[0] < 1:
-        raise ValueError(f"{argname} must hold at least one row, got shape {x.shape}")
+    batch_shape(x.shape, x.dtype, argname, dtype, ndim, columns)
     if not x.flags.c_contiguous:
         raise ValueError(f"{argname} must be C-contiguous; use "
                          f"np.ascontiguousarray({argname})")
     return x
+
+
+def batch_shape(shape, got_dtype, argname, dtype, ndim=2, columns=None):
+    """The shape and dtype checks of :func:`batch_array`, for any kind of array."""
+    if len(shape) != ndim:
+        hint = " (one sample? use x.reshape(1, -1))" if len(shape) == 1 and ndim == 2 \
+            else ""
+        raise ValueError(f"{argname} must be {ndim}-D, got shape {tuple(shape)}{hint}")
+    if np.dtype(got_dtype) != dtype:
+        raise TypeError(f"{argname} must have dtype {dtype} (the model's), got "
+                        f"{got_dtype}; convert it once with x.astype(np.{dtype})")
+    if columns is not None and shape[1] != columns:
+        raise ValueError(f"{argname} must have {columns} columns (features), got "
+                         f"shape {tuple(shape)}")
+    if shape[0] < 1:
+        raise ValueError(f"{argname} must hold at least one row, got shape "
+                         f"{tuple(shape)}")
 
 
 def exact_cast(value, dtype, argname):

@@ -73,7 +73,7 @@ class _Workspace:
     in the flat parameter (and gradient) buffer, the activation's code, and the offsets
     of Z, A, dL/dZ, dL/dX in ``flat`` (-1: none)."""
     __slots__ = ("model", "rows", "flat", "table", "activations", "z", "a", "grad_z",
-                 "grad_x")
+                 "grad_x", "staged")
 
     def __init__(self, model, rows):
         from .kernels.cpu import ACTIVATION_CODES, LAYER_COLUMNS, activation_set
@@ -110,13 +110,16 @@ class _Workspace:
         self.a = [view(t[6], t[1]) for t in table]
         self.grad_z = [view(t[7], t[1]) for t in table]
         self.grad_x = [None if t[8] < 0 else view(t[8], t[0]) for t in table]
+        self.staged = {}     # a device backend's copies of host inputs, and its views
 
 
 class Sequential:
     """A stack of Dense layers with one flat parameter buffer and one flat gradient
     buffer.
 
-    ``backend``: ``"cpu"`` (compiled, default) or ``"numpy"`` (the reference);
+    ``backend``: ``"cpu"`` (compiled, default), ``"cuda"`` (an NVIDIA GPU: the
+    parameters, gradients and optimizer state live in GPU memory) or ``"numpy"``
+    (the reference);
     ``dtype``: float32 (default) or float64; ``seed``: seeds the weight initialisation
     (same seed, same weights, on every backend).
     """
@@ -229,11 +232,14 @@ class Sequential:
     def forward(self, x):
         """Outputs for the batch ``x`` (batch, in_features), of the model's dtype.
 
-        Returns the model's output buffer (batch, out_features): it is overwritten by
-        the next forward with the same batch size; copy it (``to_numpy``) to keep it.
-        ``x`` is read again by :meth:`backward`: do not change it in between."""
-        x = _checks.batch_array(x, "x", self.dtype, columns=self.in_features)
+        Returns the model's output buffer (batch, out_features), a backend array: it
+        is overwritten by the next forward with the same batch size; copy it
+        (``to_numpy``) to keep it.  ``x`` is read again by :meth:`backward`: do not
+        change it in between.  On the cuda backend ``x`` may be a NumPy array (copied
+        to the GPU) or a CUDA device array (used in place)."""
+        x = self.backend.batch(x, "x", self.dtype, columns=self.in_features)
         ws = self._workspace(x.shape[0])
+        x = self.backend.stage(x, ws, "x")
         self.backend.model_forward(ws, x)
         self._inputs = (ws, x)
         return ws.a[-1]
@@ -251,11 +257,12 @@ class Sequential:
             raise RuntimeError("backward called before forward")
         ws, x = self._inputs
         batch = x.shape[0]
-        grad = _checks.batch_array(grad, "grad", self.dtype, columns=self.out_features)
+        grad = self.backend.batch(grad, "grad", self.dtype, columns=self.out_features)
         if grad.shape[0] != batch:
             raise ValueError(f"grad must have shape ({batch}, {self.out_features}) like "
-                             f"the last forward's output, got {grad.shape}")
+                             f"the last forward's output, got {tuple(grad.shape)}")
         scale = _checks.real_number(scale, "scale")
+        grad = self.backend.stage(grad, ws, "grad")
         self.backend.model_backward(ws, x, grad, scale)
 
     # -- training ------------------------------------------------------------------

@@ -19,6 +19,7 @@ class Loss:
         self.backend = get_backend(backend)
         self.param = 0.0
         self._grad = None
+        self.staged = {}     # a device backend's copies of host targets
 
     def check_target(self, target, shape, dtype):
         """Validate ``target`` for outputs of ``shape`` and ``dtype``; return (kernel
@@ -49,30 +50,50 @@ class Loss:
 
     def forward(self, output, target):
         """The mean loss of ``output`` (batch, k) against ``target``; keeps the
-        gradient for :meth:`backward`."""
-        if not isinstance(output, np.ndarray):
-            raise TypeError(f"output must be a numpy.ndarray, got {type(output).__name__}")
-        out = _checks.batch_array(output, "output", _checks.dtype_of(output.dtype,
-                                                                      "output dtype"))
+        gradient for :meth:`backward`.  Returns a Python float (on the cuda backend
+        that waits for the GPU: ``fit`` accumulates on the device instead).  Targets
+        are validated on the host: a device-array target is copied down for that."""
+        b = self.backend
+        if not (b.is_array(output) or isinstance(output, np.ndarray)):
+            raise TypeError(f"output must be an array of the {b.name} backend (a "
+                            f"model's forward output), got {type(output).__name__}")
+        dtype = _checks.dtype_of(output.dtype, "output dtype")
+        out = b.batch(output, "output", dtype)
+        if b.is_array(target) and not isinstance(target, np.ndarray):
+            target = b.to_numpy(target)
         if isinstance(target, np.ndarray) and target.ndim >= 1 \
                 and target.shape[0] != out.shape[0]:
             raise ValueError(f"output has {out.shape[0]} rows but target has "
                              f"{target.shape[0]}: batch sizes must match")
-        kernel, target = self.check_target(target, out.shape, out.dtype)
-        return self._forward_prepared(kernel, out, target)
+        kernel, target = self.check_target(target, tuple(out.shape), out.dtype)
+        return self._forward_prepared(kernel, b.stage(out, self, "output"), target)
 
     __call__ = forward
 
-    def _forward_prepared(self, kernel, out, target):
-        """:meth:`forward` for a model output and a slice of targets that
-        :meth:`prepare_target` already validated (``fit``'s inner loop): the output
-        is still checked, the targets not again."""
+    def _prepared(self, out, target):
+        """The gradient buffer for ``out`` and ``target`` where the kernels read it."""
         self._check_output(out)
         if self._grad is None or self._grad.shape != out.shape \
                 or self._grad.dtype != out.dtype:
             self._grad = self.backend.empty(out.shape, out.dtype)
         norm = 1.0 / (out.size if self.mean_over == "elements" else out.shape[0])
+        return self.backend.stage(target, self, "target"), norm
+
+    def _forward_prepared(self, kernel, out, target):
+        """:meth:`forward` for a model output and a slice of targets that
+        :meth:`prepare_target` already validated: the output is still checked, the
+        targets not again."""
+        target, norm = self._prepared(out, target)
         return self.backend.loss(kernel, out, target, self._grad, self.param, norm)
+
+    def _accumulate(self, kernel, out, target, sums, weight, rule=None):
+        """As :meth:`_forward_prepared`, adding ``weight`` times the loss into
+        ``sums[0]`` (a backend accumulator: no device sync) instead of returning it,
+        and with an accuracy ``rule`` the correct predictions into ``sums[1]``;
+        returns how many predictions were judged.  ``fit``'s inner loop."""
+        target, norm = self._prepared(out, target)
+        return self.backend.loss_sum(kernel, out, target, self._grad, self.param, norm,
+                                     sums, weight, rule)
 
     def backward(self):
         """d(loss)/d(output) of the last forward."""
@@ -117,7 +138,10 @@ class BCELoss(Loss):
     name = "bce"
 
     def _check_output(self, out):
-        _values_in(out, "output (probabilities)", 0, 1)
+        # (on the cuda backend this reads the output back: a sync per batch; prefer
+        # BCEWithLogitsLoss, which needs no check)
+        _values_in(self.backend.to_numpy(out) if not isinstance(out, np.ndarray)
+                   else out, "output (probabilities)", 0, 1)
 
     def check_target(self, target, shape, dtype):
         kernel, target = super().check_target(target, shape, dtype)

@@ -146,27 +146,16 @@ class EarlyStopping(Callback):
                 f"restore_best_weights={self.restore_best_weights})")
 
 
-def _labels_correct(out, t):
-    labels = t if t.ndim == 1 else t.argmax(axis=1)
-    return int(np.count_nonzero(out.argmax(axis=1) == labels)), out.shape[0]
-
-
-def _threshold_correct(out_threshold, target_threshold):
-    def correct(out, t):
-        hits = (out > out_threshold) == (t > target_threshold)
-        return int(np.count_nonzero(hits)), out.size
-    return correct
-
-
-# Loss kernel name -> (number correct, number counted) for a batch of outputs: the
-# classification losses get an accuracy metric.  Multi-output binary losses count
-# every element.
+# Loss kernel name -> how a batch's predictions are judged, for the classification
+# losses' accuracy metric (``Backend.count_correct``): the argmax against the label
+# (or the target probabilities' argmax), or a threshold on both sides; multi-output
+# binary losses count every element.
 ACCURACY = {
-    "cross_entropy": _labels_correct,
-    "cross_entropy_probs": _labels_correct,
-    "bce_logits": _threshold_correct(0.0, 0.5),
-    "bce": _threshold_correct(0.5, 0.5),
-    "hinge": _threshold_correct(0.0, 0.0),
+    "cross_entropy": ("argmax",),
+    "cross_entropy_probs": ("argmax",),
+    "bce_logits": ("threshold", 0.0, 0.5),
+    "bce": ("threshold", 0.5, 0.5),
+    "hinge": ("threshold", 0.0, 0.0),
 }
 
 
@@ -184,42 +173,48 @@ def _features(X, model, argname="X"):
 
 
 class _Gather:
-    """Reusable buffers for shuffled micro-batches (rows picked with np.take into
-    them): no allocation per micro-batch, and only micro-batch-sized copies."""
+    """Shuffled micro-batches gathered by the backend from the data set (on the
+    device for the cuda backend: the data go up once per fit, the sample order once
+    per epoch) into reusable buffers: no allocation per micro-batch."""
 
-    def __init__(self, X, y):
-        self.X, self.y, self.bufs = X, y, {}
+    def __init__(self, backend, X, y):
+        self.backend, self.X, self.y, self.bufs = backend, X, y, {}
+        self.order = None
 
-    def __call__(self, idx):
-        k = len(idx)
+    def epoch(self, order):
+        """Set this epoch's sample order (a permutation, host array)."""
+        self.order = self.backend.dataset(order)
+
+    def __call__(self, lo, hi):
+        k = hi - lo
         bufs = self.bufs.get(k)
         if bufs is None:
             if len(self.bufs) >= 4:
                 self.bufs.pop(next(iter(self.bufs)))
-            bufs = self.bufs[k] = (np.empty((k,) + self.X.shape[1:], self.X.dtype),
-                                   np.empty((k,) + self.y.shape[1:], self.y.dtype))
-        # mode="clip": the indices are a permutation's, always valid; the default
-        # mode="raise" would gather into a hidden temporary first
-        np.take(self.X, idx, axis=0, out=bufs[0], mode="clip")
-        np.take(self.y, idx, axis=0, out=bufs[1], mode="clip")
+            b = self.backend
+            bufs = self.bufs[k] = (b.empty((k,) + tuple(self.X.shape[1:]), self.X.dtype),
+                                   b.empty((k,) + tuple(self.y.shape[1:]), self.y.dtype))
+        self.backend.gather(self.X, self.y, self.order[lo:hi], *bufs)
         return bufs
 
 
 def _evaluate(model, X, prepared, loss_fn, batch_size):
     """(mean loss, accuracy or None) of ``model`` on ``X`` and ``prepared`` = (kernel,
-    targets) from ``loss_fn.prepare_target``, in batches."""
+    targets) from ``loss_fn.prepare_target``, in batches; the data go to the backend
+    once and the sums come back once."""
     kernel, target = prepared
-    accuracy = ACCURACY.get(kernel)
+    rule = ACCURACY.get(kernel)
+    b = model.backend
+    X, target = b.dataset(X), b.dataset(target)
     n = X.shape[0]
-    total, correct, counted = 0.0, 0, 0
+    sums = b.sums(2)
+    counted = 0
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
         out = model.forward(X[lo:hi])
-        total += loss_fn._forward_prepared(kernel, out, target[lo:hi]) * (hi - lo)
-        if accuracy is not None:
-            c, k = accuracy(model.to_numpy(out), target[lo:hi])
-            correct, counted = correct + c, counted + k
-    return total / n, (correct / counted if counted else None)
+        counted += loss_fn._accumulate(kernel, out, target[lo:hi], sums, hi - lo, rule)
+    total, correct = b.to_numpy(sums)
+    return float(total) / n, (float(correct) / counted if counted else None)
 
 
 def _validation(model, loss_fn, X, prepared, validation_data, validation_split):
@@ -267,10 +262,12 @@ class _Progress:
             self._shown = time.monotonic()
 
     def batch_done(self, loss):
+        """``loss()`` gives the running loss: called only when the bar is redrawn (on
+        a GPU, reading it waits for the device)."""
         if self.bar is not None:
             now = time.monotonic()
             if now - self._shown > 0.2:         # formatting costs: not every batch
-                self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+                self.bar.set_postfix_str(f"loss {loss():.4f}", refresh=False)
                 self._shown = now
             self.bar.update(1)
 
@@ -342,11 +339,20 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, micro_batch_si
         cb.on_train_begin({})                 # may still refuse: nothing changed yet
     model.optimizer, model.loss = opt, loss_fn
     rng = np.random.default_rng(seed)
-    gather = _Gather(X, target)
+    b = model.backend
+    # The data go to the backend once (GPU memory for cuda); per batch only kernels
+    # run, and the loss and accuracy add up in ``sums`` there, read when the progress
+    # bar is redrawn and at the end of each epoch.
+    Xd, Td = b.dataset(X), b.dataset(target)
+    if X_val is not None:
+        X_val, val = b.dataset(X_val), (val[0], b.dataset(val[1]))
+    gather = _Gather(b, Xd, Td)
     bar = _Progress(progress, epochs, -(-n // batch_size))
     for epoch in range(epochs):
-        order = rng.permutation(n) if shuffle else None
-        total, correct, counted = 0.0, 0, 0
+        if shuffle:
+            gather.epoch(rng.permutation(n))
+        sums = b.sums(2)                          # loss total, correct predictions
+        counted = 0
         bar.start(epoch)
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
@@ -354,15 +360,12 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, micro_batch_si
             opt.zero_grad()
             for lo in range(start, stop, micro_batch_size):
                 hi = min(lo + micro_batch_size, stop)
-                if order is None:
-                    xb, yb = X[lo:hi], target[lo:hi]
+                if shuffle:
+                    xb, yb = gather(lo, hi)
                 else:
-                    xb, yb = gather(order[lo:hi])
+                    xb, yb = Xd[lo:hi], Td[lo:hi]
                 out = model.forward(xb)
-                total += loss_fn._forward_prepared(kernel, out, yb) * (hi - lo)
-                if accuracy is not None:
-                    c, k = accuracy(model.to_numpy(out), yb)
-                    correct, counted = correct + c, counted + k
+                counted += loss_fn._accumulate(kernel, out, yb, sums, hi - lo, accuracy)
                 model.backward(loss_fn.backward(), scale=(hi - lo) / rows)
             factor = None
             if clip_grad_norm is not None:
@@ -370,12 +373,14 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, micro_batch_si
             opt._step(1.0 if factor is None else factor)
             if scheduler is not None and scheduler_interval == "batch":
                 scheduler.step()
-            bar.batch_done(total / stop)            # the epoch's running mean
+            # the epoch's running mean, read only when the bar is redrawn
+            bar.batch_done(lambda: float(b.to_numpy(sums)[0]) / stop)
         if scheduler is not None and scheduler_interval == "epoch":
             scheduler.step()
-        logs = {"loss": total / n}
+        total, correct = b.to_numpy(sums)
+        logs = {"loss": float(total) / n}
         if accuracy is not None:
-            logs["accuracy"] = correct / counted
+            logs["accuracy"] = float(correct) / counted
         if X_val is not None:
             logs["val_loss"], val_acc = _evaluate(model, X_val, val, loss_fn,
                                                   micro_batch_size)

@@ -1,5 +1,7 @@
 """The kernel interface every backend implements: thirteen kernel methods, plus two
-whole-model passes that default to loops over them.
+whole-model passes that default to loops over them, plus the data plumbing of a
+training loop (checking and staging inputs, gathering shuffled batches, accumulating
+loss and accuracy) whose defaults here are those of a host (NumPy-array) backend.
 
 Arrays are the backend's own (NumPy arrays for ``numpy`` and ``cpu``); every method
 writes into arrays it is given (inputs first, outputs last) and allocates nothing but
@@ -7,6 +9,11 @@ what ``empty`` is asked for.  Shapes: ``x`` (batch, in), ``w`` (in, out), ``b`` 
 ``z``/``a``/``grad_z`` (batch, out).  ``scale`` weighs what is added into a gradient
 buffer (micro-batch m_i of a batch B: ``scale = m_i / B``).
 """
+
+
+import numpy as np
+
+from .. import _checks
 
 
 class Backend:
@@ -98,3 +105,56 @@ class Backend:
     def scale(self, buf, factor):
         """buf *= factor, in place."""
         raise NotImplementedError
+
+    # -- data plumbing (defaults: arrays are NumPy arrays on the host) -----------------
+    def is_array(self, x):
+        """Whether ``x`` is an array this backend computes on in place."""
+        return isinstance(x, np.ndarray)
+
+    def batch(self, x, argname, dtype, ndim=2, columns=None):
+        """Check a batch (exact dtype, ``ndim``, ``columns``, C-contiguous); raise
+        TypeError/ValueError naming ``argname`` otherwise.  Returns the array."""
+        return _checks.batch_array(x, argname, dtype, ndim, columns)
+
+    def stage(self, x, owner, key):
+        """``x`` where the kernels can read it: a device backend copies host arrays
+        into ``owner.staged[key]``; a host backend returns ``x``."""
+        return x
+
+    def dataset(self, array):
+        """A whole (checked) data set, where batches are gathered from."""
+        return array
+
+    def gather(self, x_src, y_src, idx, x_out, y_out):
+        """x_out[i] = x_src[idx[i]], y_out[i] = y_src[idx[i]]: a shuffled batch."""
+        # mode="clip": the indices are a permutation's, always valid; the default
+        # mode="raise" would gather into a hidden temporary first
+        np.take(x_src, idx, axis=0, out=x_out, mode="clip")
+        np.take(y_src, idx, axis=0, out=y_out, mode="clip")
+
+    def sums(self, n):
+        """``n`` float64 zeros: an accumulator for :meth:`loss_sum` and
+        :meth:`count_correct`, read with :meth:`to_numpy` (a device backend syncs only
+        then, not per batch)."""
+        return np.zeros(n)
+
+    def loss_sum(self, name, out, target, grad, param, norm, sums, weight, rule=None):
+        """As :meth:`loss`, but adds ``weight`` times the value into ``sums[0]``
+        instead of returning it; with an accuracy ``rule`` (see
+        :meth:`count_correct`) also counts the correct predictions into ``sums[1]``.
+        Returns how many predictions were judged (0 without a rule)."""
+        sums[0] += weight * self.loss(name, out, target, grad, param, norm)
+        return 0 if rule is None else self.count_correct(rule, out, target, sums, 1)
+
+    def count_correct(self, rule, out, target, sums, slot):
+        """Add the number of correct predictions in ``out`` into ``sums[slot]`` and
+        return how many were judged.  ``rule``: ``("argmax",)`` (labels, or the argmax
+        of class probabilities) or ``("threshold", out_cut, target_cut)`` (every
+        element: (out > out_cut) == (target > target_cut))."""
+        if rule[0] == "argmax":
+            labels = target if target.ndim == 1 else target.argmax(axis=1)
+            sums[slot] += np.count_nonzero(out.argmax(axis=1) == labels)
+            return out.shape[0]
+        _, out_cut, target_cut = rule
+        sums[slot] += np.count_nonzero((out > out_cut) == (target > target_cut))
+        return out.size
