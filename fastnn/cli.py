@@ -177,6 +177,9 @@ def _info(args):
     print(f"backends available: {', '.join(fn.available_backends())}")
     for name, why in backends.unavailable_reasons().items():
         print(f"  {name} unavailable: {why}")
+    if "cuda" in fn.available_backends():
+        cu = fn.get_backend("cuda")
+        print(f"  cuda device: {cu.device_name} ({cu.sms} multiprocessors)")
     for key, value in threads.info().items():
         print(f"{key}: {value}")
     return 0
@@ -263,7 +266,8 @@ def build_parser():
                        help="hidden activation")
     model.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     model.add_argument("--backend", default="cpu",
-                       help="cpu, numpy (see `fastnn info` for what is available)")
+                       help="cpu, cuda, numpy (see `fastnn info` for what is "
+                            "available)")
     train = t.add_argument_group("training")
     train.add_argument("--loss", choices=tuple(LOSSES),
                        help="default: cross_entropy (classification), mse (regression)")

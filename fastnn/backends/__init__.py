@@ -1,12 +1,15 @@
 """Backends behind one small kernel interface (:class:`.base.Backend`).
 
-``numpy`` is the reference (the spec); ``cpu`` is compiled and the default."""
+``numpy`` is the reference (the spec); ``cpu`` is compiled and the default; ``cuda``
+runs on an NVIDIA GPU (needs the numba-cuda package: ``pip install 'fastnn[cuda]'``)."""
 
 _FACTORIES = {
     "numpy": lambda: __import__("fastnn.backends.numpy_backend",
                                 fromlist=["NumpyBackend"]).NumpyBackend(),
     "cpu": lambda: __import__("fastnn.backends.cpu_backend",
                               fromlist=["CpuBackend"]).CpuBackend(),
+    "cuda": lambda: __import__("fastnn.backends.cuda_backend",
+                               fromlist=["CudaBackend"]).CudaBackend(),
 }
 _instances = {}
 _unavailable = {}
@@ -25,7 +28,7 @@ def get_backend(name):
     if name not in _instances:
         try:
             _instances[name] = _FACTORIES[name]()
-        except ImportError as exc:
+        except ImportError as exc:      # (CudaUnavailable is one: package, driver, GPU)
             _unavailable[name] = str(exc)
             raise RuntimeError(f"backend {name!r} is not usable here: {exc}") from exc
     return _instances[name]

@@ -1,0 +1,310 @@
+"""The CUDA backend: numba.cuda kernels (the numba-cuda package) on device-resident
+arrays.
+
+Parameters, gradients, optimizer state and workspaces live on the GPU; the host sees
+only what it asks for (``to_numpy``: weights, outputs, a loss value).  Host (NumPy)
+inputs are copied up once per call into buffers kept for that purpose; device inputs
+(numba device arrays, or any ``__cuda_array_interface__`` array such as CuPy's or a
+CUDA torch tensor) are used in place.  Every kernel launch goes through
+:meth:`CudaBackend._launch`, which counts them (``launches``): on small models the
+launches are the cost, and the tests hold a training step to its budget.
+"""
+import importlib.util
+import math
+
+import numpy as np
+
+from .. import _checks
+from .base import Backend
+
+
+class CudaUnavailable(ImportError):
+    """Why the cuda backend cannot run here (package missing, no driver, no GPU)."""
+
+
+def _load_cuda():
+    """numba.cuda from the numba-cuda package, with a usable GPU (or the simulator)."""
+    if importlib.util.find_spec("numba_cuda") is None:
+        raise CudaUnavailable(
+            "the numba-cuda package is not installed (pip install 'fastnn[cuda]'; "
+            "numba's own CUDA target is deprecated and not used)")
+    import numba
+    from numba import cuda
+
+    if numba.config.ENABLE_CUDASIM:
+        return cuda
+    if not cuda.is_available():
+        try:
+            cuda.current_context()
+            reason = "no CUDA device is visible"
+        except Exception as exc:  # the driver's own words: no driver, no device, ...
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise CudaUnavailable(f"no usable CUDA GPU: {reason}")
+    return cuda
+
+
+class CudaBackend(Backend):
+    name = "cuda"
+
+    def __init__(self):
+        import numba
+
+        self.cuda = _load_cuda()
+        from ..kernels import cuda as K
+
+        self.K = K
+        self.simulated = K.SIMULATED
+        # Small grids are the point on small models, not an accident to warn about.
+        numba.config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+        self.launches = 0
+        if self.simulated:
+            self.sms, self.device_name = 1, "CUDA simulator"
+        else:
+            dev = self.cuda.get_current_device()
+            self.sms = dev.MULTIPROCESSOR_COUNT
+            name = dev.name
+            self.device_name = name.decode() if isinstance(name, bytes) else str(name)
+        self._scratch = self.cuda.device_array(2, np.float64)
+        self.staged = {}     # staging buffers of Loss.forward's host targets
+
+    # -- launches ------------------------------------------------------------------
+    def _launch(self, kernel, work, *args):
+        """A 1-D grid-stride launch over ``work`` items."""
+        K = self.K
+        blocks = max(1, min(-(-work // K.BLOCK), K.MAX_BLOCKS))
+        kernel[blocks, K.BLOCK](*args)
+        self.launches += 1
+
+    def _kernel(self, kind, name, dtype):
+        return self.K.kernel(kind, name, dtype)
+
+    def _gemm(self, use, activation, a, b, c, alpha, e0, e1):
+        K = self.K
+        m, n = c.shape
+        tiling = K.pick_tiling(m, n, self.sms)
+        tx, ty, rm, rn, _ = K.TILINGS[tiling]
+        kern = K.gemm_kernel(use, activation, c.dtype, tiling)
+        kern[(-(-n // (tx * rn)), -(-m // (ty * rm))), (tx, ty)](
+            a, b, c, c.dtype.type(alpha), e0, e1)
+        self.launches += 1
+
+    @staticmethod
+    def _flat(x):
+        return x.reshape(x.size) if x.ndim != 1 else x
+
+    # -- arrays --------------------------------------------------------------------
+    def is_array(self, x):
+        """Whether ``x`` is a device array this backend computes on in place."""
+        return self.cuda.devicearray.is_cuda_ndarray(x) or \
+            hasattr(x, "__cuda_array_interface__")
+
+    def empty(self, shape, dtype):
+        return self.cuda.device_array(shape, np.dtype(dtype))
+
+    def from_numpy(self, array, out=None):
+        array = np.ascontiguousarray(array)
+        if out is None:
+            return self.cuda.to_device(array)
+        out.copy_to_device(array.reshape(out.shape).astype(out.dtype, copy=False))
+        return out
+
+    def to_numpy(self, array):
+        if isinstance(array, np.ndarray):
+            return array.copy()
+        return array.copy_to_host()
+
+    def fill(self, buf, value):
+        flat = self._flat(buf)
+        self._launch(self._kernel("fill", None, buf.dtype), flat.size, flat,
+                     buf.dtype.type(value))
+
+    def scale(self, buf, factor):
+        flat = self._flat(buf)
+        self._launch(self._kernel("scale", None, buf.dtype), flat.size, flat,
+                     buf.dtype.type(factor))
+
+    # -- inputs --------------------------------------------------------------------
+    def batch(self, x, argname, dtype, ndim=2, columns=None):
+        """Check a batch as :func:`fastnn._checks.batch_array` does, accepting device
+        arrays too (returned as numba device arrays); host arrays come back as they
+        are, for :meth:`stage` to copy up."""
+        if not self.is_array(x):
+            if not isinstance(x, np.ndarray):
+                raise TypeError(f"{argname} must be a numpy.ndarray or a CUDA device "
+                                f"array of {dtype}, got {type(x).__name__}")
+            return _checks.batch_array(x, argname, dtype, ndim, columns)
+        if not self.cuda.devicearray.is_cuda_ndarray(x):
+            x = self.cuda.as_cuda_array(x)
+        _checks.batch_shape(x.shape, x.dtype, argname, dtype, ndim, columns)
+        if not x.is_c_contiguous():
+            raise ValueError(f"{argname} must be C-contiguous")
+        return x
+
+    def stage(self, x, owner, key):
+        """``x`` on the device: a host array is copied into ``owner``'s buffer
+        ``key`` (kept between calls: no allocation per batch)."""
+        if not isinstance(x, np.ndarray):
+            return x
+        bufs = owner.staged
+        buf = bufs.get(key)
+        if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
+            buf = bufs[key] = self.cuda.device_array(x.shape, x.dtype)
+        buf.copy_to_device(np.ascontiguousarray(x))
+        return buf
+
+    def dataset(self, array):
+        """A whole data set (features or prepared targets) copied to the device once
+        (a device array is already there)."""
+        if not isinstance(array, np.ndarray):
+            return array
+        try:
+            return self.cuda.to_device(np.ascontiguousarray(array))
+        except Exception as exc:
+            if "OUT_OF_MEMORY" in str(exc).upper() or "out of memory" in str(exc):
+                raise MemoryError(
+                    f"the training data ({array.nbytes / 2 ** 20:.0f} MiB) does not fit "
+                    f"in GPU memory next to the model: {exc}") from exc
+            raise
+
+    def gather(self, x_src, y_src, idx, x_out, y_out):
+        y_src2 = y_src.reshape((y_src.shape[0], 1)) if y_src.ndim == 1 else y_src
+        y_out2 = y_out.reshape((y_out.shape[0], 1)) if y_out.ndim == 1 else y_out
+        work = x_out.shape[0] * (x_out.shape[1] + y_out2.shape[1])
+        self._launch(self._kernel("gather", None, x_out.dtype), work, x_src, y_src2, idx,
+                     x_out, y_out2)
+
+    # -- dense layers --------------------------------------------------------------
+    def dense_forward(self, x, w, b, z):
+        self._gemm("forward", "linear", x, w, z, 1, b, z)
+
+    def dense_backward(self, x, w, grad_z, grad_w, grad_x, scale):
+        self._gemm("accumulate", "linear", x, grad_z, grad_w, scale, grad_w, grad_w)
+        if grad_x is not None:
+            self._gemm("delta", "linear", grad_z, w, grad_x, 1, grad_x, grad_x)
+
+    def activation_forward(self, name, z, a):
+        if name == "softmax":
+            self._launch(self._kernel("forward", name, z.dtype), z.shape[0], z, a)
+        else:
+            self._launch(self._kernel("forward", name, z.dtype), z.size, self._flat(z),
+                         self._flat(a))
+
+    def activation_backward(self, name, z, a, grad_a, grad_z, grad_b, scale):
+        if name == "softmax":
+            self._launch(self._kernel("delta", name, z.dtype), z.shape[0], z, a, grad_a,
+                         grad_z)
+            name, grad_a = "linear", grad_z     # then the bias sums over grad_z
+        self._launch(self._kernel("bias_backward", name, z.dtype), z.shape[1], z, a,
+                     grad_a, grad_z, grad_b, z.dtype.type(scale))
+
+    def _delta(self, name, z, a, grad_a, grad_z):
+        """grad_z = f'(z) * grad_a (softmax: its row product), no bias gradient."""
+        if name == "softmax":
+            self._launch(self._kernel("delta", name, z.dtype), z.shape[0], z, a, grad_a,
+                         grad_z)
+        else:
+            self._launch(self._kernel("delta", name, z.dtype), z.size, self._flat(z),
+                         self._flat(a), self._flat(grad_a), self._flat(grad_z))
+
+    # -- whole-model passes --------------------------------------------------------
+    # Forward: one GEMM per layer with bias and activation in its epilogue (softmax:
+    # a row kernel after it).  Backward: per layer one GEMM for [dW; db] (the bias
+    # gradient is the row of ones appended to the layer input) and one for the layer
+    # below's dL/dZ with that layer's f' in the epilogue; plus one elementwise launch
+    # for the output layer's f' unless it is linear.  So 3 launches per layer at most.
+    def model_forward(self, plan, x):
+        inp = x
+        for layer, z, a in zip(plan.model.layers, plan.z, plan.a):
+            act = layer.activation
+            if act == "softmax":
+                self._gemm("forward", "linear", inp, layer.weight.data, z, 1,
+                           layer.bias.data, z)
+                self._launch(self._kernel("forward", act, z.dtype), z.shape[0], z, a)
+            else:
+                self._gemm("forward", act, inp, layer.weight.data, a, 1, layer.bias.data,
+                           z)
+            inp = a
+        return inp
+
+    def _weight_bias_grads(self, plan):
+        """Per layer, [dW; db] as one (in + 1) x out view of the gradient buffer: the
+        bias follows its weight there (layers.py lays them out so)."""
+        views = plan.staged.get("wb_grads")
+        if views is None:
+            grads = plan.model.flat_grads
+            views = []
+            for fin, fout, w_off, b_off in plan.table[:, :4]:
+                assert b_off == w_off + fin * fout
+                views.append(grads[w_off:w_off + (fin + 1) * fout].reshape(
+                    (int(fin + 1), int(fout))))
+            plan.staged["wb_grads"] = views
+        return views
+
+    def model_backward(self, plan, x, grad, scale):
+        layers = plan.model.layers
+        wb = self._weight_bias_grads(plan)
+        last = len(layers) - 1
+        act = layers[last].activation
+        gz = grad
+        if act != "linear":
+            self._delta(act, plan.z[last], plan.a[last], grad, plan.grad_z[last])
+            gz = plan.grad_z[last]
+        for i in range(last, -1, -1):
+            inp = x if i == 0 else plan.a[i - 1]
+            self._gemm("accumulate", "linear", inp, gz, wb[i], scale, wb[i], wb[i])
+            if i == 0:
+                break
+            below = layers[i - 1].activation
+            w = layers[i].weight.data
+            if below == "softmax":
+                gx = plan.grad_x[i]
+                self._gemm("delta", "linear", gz, w, gx, 1, gx, gx)
+                self._delta(below, plan.z[i - 1], plan.a[i - 1], gx, plan.grad_z[i - 1])
+            else:
+                self._gemm("delta", below, gz, w, plan.grad_z[i - 1], 1, plan.z[i - 1],
+                           plan.a[i - 1])
+            gz = plan.grad_z[i - 1]
+
+    # -- losses, metrics, optimizers -----------------------------------------------
+    def sums(self, n):
+        return self.cuda.to_device(np.zeros(n))
+
+    def loss_sum(self, name, out, target, grad, param, norm, sums, weight, rule=None):
+        # The accuracy is counted by the loss kernel itself (one launch for both).
+        F = out.dtype.type
+        args = (F(param), F(norm), sums, float(weight))
+        kern = self._kernel("loss", name, out.dtype)
+        if name in self.K.ROW_LOSSES:
+            t = target.reshape((target.shape[0], 1)) if target.ndim == 1 else target
+            self._launch(kern, out.shape[0], out, t, grad, *args)
+            return out.shape[0] if rule else 0
+        cuts = (F(0), F(0), False) if rule is None else (F(rule[1]), F(rule[2]), True)
+        self._launch(kern, out.size, self._flat(out), self._flat(target),
+                     self._flat(grad), *args, *cuts)
+        return out.size if rule else 0
+
+    def loss(self, name, out, target, grad, param, norm):
+        scratch = self._scratch
+        scratch.copy_to_device(np.zeros(2))
+        self.loss_sum(name, out, self.stage(target, self, "target"), grad, param, norm,
+                      scratch, 1.0)
+        return float(scratch.copy_to_host()[0])
+
+    def optimizer_step(self, name, params, grads, state, hyper):
+        self._launch(self._kernel("optimizer", name, params.dtype), params.size, params,
+                     grads, *state, hyper)
+
+    def vector_norm(self, buf, order):
+        scratch = self._scratch
+        scratch.copy_to_device(np.zeros(2))
+        flat = self._flat(buf)
+        code = 0.0 if order == math.inf else float(order)
+        self._launch(self._kernel("norm", None, buf.dtype), flat.size, flat, code, scratch)
+        total, nans = scratch.copy_to_host()
+        if nans:
+            return math.nan
+        if order == math.inf:
+            return float(total)
+        if order == 2.0:
+            return math.sqrt(total)
+        return float(total ** (1.0 / order))
