@@ -27,3 +27,24 @@ def ref():
 @pytest.fixture
 def cpu():
     return fn.get_backend("cpu")
+
+
+def _compiled_params():
+    from kernel_cases import COMPILED
+
+    params = []
+    for name in COMPILED:
+        params += [f"{name}-serial", f"{name}-parallel"] if name == "cpu" else [name]
+    return params
+
+
+@pytest.fixture(params=_compiled_params())
+def kern(request, monkeypatch):
+    """Each compiled backend, driven with NumPy arrays (kernel_cases.OnHost): the cpu
+    kernels serially and on numba's parallel path, and the cuda kernels."""
+    from kernel_cases import backend_on_host
+
+    name, _, how = request.param.partition("-")
+    if name == "cpu":
+        monkeypatch.setattr(threads, "use_parallel", lambda size: how == "parallel")
+    return backend_on_host(name)

@@ -1,11 +1,86 @@
-"""Shapes, dtypes and array makers shared by the tests (not named conftest, so that
-it cannot be confused with bench/conftest.py on sys.path)."""
+"""Shapes, dtypes, backends and array makers shared by the tests (not named conftest,
+so that it cannot be confused with bench/conftest.py on sys.path)."""
 import numpy as np
+import pytest
 
-BACKENDS = ("numpy", "cpu")
+import fastnn as fn
+
 DTYPES = (np.float32, np.float64)
 # odd sizes, including rows of more than 64 columns (several parallel column blocks)
 SHAPES = ((1, 1), (7, 33), (33, 7), (1025, 7), (1, 1025), (1025, 65))
+
+# The backends under test: cuda runs on a real GPU when there is one, else under the
+# Numba CUDA simulator (see the repository's conftest.py), where it is listed too.
+BACKENDS = fn.available_backends()
+COMPILED = tuple(b for b in BACKENDS if b != "numpy")
+CUDA_SIMULATED = "cuda" in BACKENDS and fn.get_backend("cuda").simulated
+# The simulator runs every CUDA thread as a Python thread (~0.1 ms each): there, the
+# cuda cases are limited to this many elements of work.
+SIM_LIMIT = 2500
+
+
+def small_enough(backend, *sizes):
+    """Skip (saying why) when ``backend`` is the simulated cuda and the case's work,
+    the product of ``sizes``, is too large for the simulator."""
+    if backend == "cuda" and CUDA_SIMULATED and int(np.prod(sizes)) > SIM_LIMIT:
+        pytest.skip(f"{int(np.prod(sizes))} elements: too slow for the CUDA simulator "
+                    "(runs at this size on a real GPU)")
+
+
+class OnHost:
+    """A backend driven with NumPy arrays: each call copies its array arguments to
+    the backend (NaN poison included) and copies them all back afterwards, so that
+    the kernel tests and the finite-difference checks read the same for every
+    backend.  For numpy and cpu it is the backend itself."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.name = backend.name
+
+    def __getattr__(self, method):
+        fun = getattr(self.backend, method)
+        b = self.backend
+
+        def call(*args):
+            pairs = []
+
+            def up(v):
+                if isinstance(v, np.ndarray):
+                    d = b.from_numpy(v)
+                    pairs.append((v, d))
+                    return d
+                if isinstance(v, tuple):
+                    return tuple(up(u) for u in v)
+                return v
+
+            result = fun(*(up(a) for a in args))
+            for host, dev in pairs:
+                host[...] = b.to_numpy(dev)
+            return result
+
+        return call
+
+
+def backend_on_host(name):
+    """The backend ``name``, callable with NumPy arrays (see :class:`OnHost`)."""
+    be = fn.get_backend(name)
+    return be if be.is_array(np.empty(0)) else OnHost(be)
+
+
+# Each update rule with scalars a real optimizer could pass (sign, l2 first).
+RULE_SCALARS = {
+    "sgd": (1.0, 0.1, 0.3),
+    "sgd_momentum": (-1.0, 0.1, 0.3, 0.9, 0.8, 1.0, 0.9),
+    "adagrad": (1.0, 0.1, 0.05, 1e-10),
+    "rmsprop": (1.0, 0.1, 0.01, 0.99, 0.01, 1e-8, 0.8),
+    "adadelta": (0.7, 0.1, 1.0, 0.9, 0.1, 1e-6),
+    "adam": (1.0, 0.1, 0.999, 0.01, 0.3, 1e-8, 0.1, 0.999, 0.001),
+}
+
+
+def rule_scalars(rule):
+    return next(v for k, v in sorted(RULE_SCALARS.items(), key=lambda kv: -len(kv[0]))
+                if rule.startswith(k))
 
 
 def rand(rng, shape, dtype, lo=-3.0, hi=3.0):

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastnn as fn
-from kernel_cases import BACKENDS, rand
+from kernel_cases import BACKENDS, CUDA_SIMULATED, rand
 
 
 def make(backend="cpu", dtype=np.float64, seed=0, sizes=(6, 5, 3)):
@@ -37,12 +37,12 @@ def test_micro_batches_sum_to_the_batch_gradient(backend, loss, rng):
     model.zero_grad()
     loss_fn.forward(model.forward(X), y)
     model.backward(loss_fn.backward())
-    whole = model.flat_grads.copy()
+    whole = model.to_numpy(model.flat_grads)
     model.zero_grad()
     for lo, hi in ((0, 10), (10, 11), (11, 20), (20, 23)):        # uneven, short last
         loss_fn.forward(model.forward(X[lo:hi]), y[lo:hi])
         model.backward(loss_fn.backward(), scale=(hi - lo) / 23)
-    assert rel_err(model.flat_grads, whole) < 1e-13
+    assert rel_err(model.to_numpy(model.flat_grads), whole) < 1e-13
 
 
 OPTIMIZERS = [
@@ -99,7 +99,12 @@ def test_fit_with_micro_batches_equals_whole_batches(name, kwargs, n, batch, mic
 @pytest.mark.parametrize("clip", [None, 0.05])
 def test_fit_equals_the_manual_loop(backend, clip, rng):
     """fit (no shuffling) is the documented loop, bit for bit: zero_grad, micro-batch
-    forward/backward with scale m_i/B, clip, one step per batch."""
+    forward/backward with scale m_i/B, clip, one step per batch.  (cuda: the weights
+    bit for bit; the loss history to rounding, since fit sums the losses on the
+    device, in float64 but in another order than this loop's Python floats.)"""
+    if backend == "cuda" and CUDA_SIMULATED and clip is None:
+        pytest.skip("one case under the CUDA simulator (the clipped one: it covers "
+                    "more); both on a real GPU")
     X, y = data(rng, 29)
     fitted, manual = make(backend), make(backend)
     opt_f, opt_m = fn.Adam(fitted, lr=0.01), fn.Adam(manual, lr=0.01)
@@ -121,7 +126,10 @@ def test_fit_equals_the_manual_loop(backend, clip, rng):
                 fn.clip_grad_norm(manual, clip)
             opt_m.step()
         losses.append(total / 29)
-    np.testing.assert_array_equal(fitted.flat_params, manual.flat_params)
+    np.testing.assert_array_equal(fitted.to_numpy(fitted.flat_params),
+                                  manual.to_numpy(manual.flat_params))
+    if backend == "cuda":
+        losses = pytest.approx(losses, rel=1e-15, abs=0)
     assert hist.loss == losses and hist["loss"] == losses and hist.epoch == [0, 1, 2]
 
 

@@ -3,16 +3,18 @@ import numpy as np
 import pytest
 
 import fastnn as fn
-from kernel_cases import BACKENDS, rand
+from kernel_cases import BACKENDS, CUDA_SIMULATED, rand
 
 H = 1e-6
 
 
-def central_diff(fun, x):
-    """d fun / d x for a scalar fun of the array x, element by element."""
-    g = np.empty_like(x)
+def central_diff(fun, x, only=None):
+    """d fun / d x for a scalar fun of the array x (NumPy, or a backend's: each
+    element is set through indexing), element by element; at the flat indices
+    ``only`` when given (the rest of the result is NaN)."""
+    g = np.full(x.shape, np.nan)
     flat, gflat = x.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
+    for i in (range(flat.size) if only is None else only):
         keep = flat[i]
         flat[i] = keep + H
         up = fun()
@@ -70,7 +72,7 @@ def test_loss_derivative(cls, backend, rng):
     loss, out, target = _loss_case(cls, rng, (6, 4))
     loss.backend = fn.get_backend(backend)
     loss.forward(out, target)
-    grad = loss.backward().copy()
+    grad = loss.backend.to_numpy(loss.backward())
     np.testing.assert_allclose(grad, central_diff(lambda: loss.forward(out, target), out),
                                rtol=1e-6, atol=1e-8)
 
@@ -82,14 +84,16 @@ def test_cross_entropy_with_probabilities_derivative(backend, rng):
     t = rng.uniform(0.1, 1, (5, 3))
     t /= t.sum(axis=1, keepdims=True)
     loss.forward(out, t)
-    grad = loss.backward().copy()
+    grad = loss.backend.to_numpy(loss.backward())
     np.testing.assert_allclose(grad, central_diff(lambda: loss.forward(out, t), out),
                                rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_mlp_full_gradient(backend, rng):
-    """Every parameter gradient of a 3-layer MLP against finite differences."""
+    """Every parameter gradient of a 3-layer MLP against finite differences (under
+    the CUDA simulator, 15 of them spread over every layer: each difference is two
+    forward passes, at ~0.2 s a pass there)."""
     model = fn.Sequential(fn.Dense(5, 7, activation="tanh"),
                           fn.Dense(7, 6, activation="softplus"),
                           fn.Dense(6, 3), backend=backend, dtype=np.float64, seed=3)
@@ -103,9 +107,13 @@ def test_mlp_full_gradient(backend, rng):
     model.zero_grad()
     value()
     model.backward(loss.backward())
-    analytic = model.flat_grads.copy()
-    numeric = central_diff(value, model.flat_params)
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+    analytic = model.to_numpy(model.flat_grads)
+    only = None
+    if backend == "cuda" and CUDA_SIMULATED:
+        only = np.linspace(0, model.num_parameters - 1, 15).astype(int)
+    numeric = central_diff(value, model.flat_params, only)
+    pick = slice(None) if only is None else only
+    np.testing.assert_allclose(analytic[pick], numeric[pick], rtol=1e-6, atol=1e-8)
 
 
 def test_backward_adds_scaled_gradients(rng):

@@ -11,7 +11,7 @@ import pytest
 
 import fastnn as fn
 from fastnn import io as fio
-from kernel_cases import BACKENDS, DTYPES, rand
+from kernel_cases import BACKENDS, CUDA_SIMULATED, DTYPES, rand
 
 
 def make(backend="cpu", dtype=np.float32, seed=0):
@@ -145,6 +145,9 @@ OPTIMIZERS = {
 @pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
 def test_optimizer_round_trip_resumes_bit_identically(tmp_path, backend, dtype,
                                                       opt_name):
+    if backend == "cuda" and CUDA_SIMULATED and (opt_name, dtype) != ("adam", np.float32):
+        pytest.skip("one case under the CUDA simulator (Adam, float32); all on a real "
+                    "GPU")
     X, y = data(dtype)
     model = make(backend, dtype, seed=4)
     fit = dict(loss="cross_entropy", epochs=2, batch_size=8, shuffle=False)

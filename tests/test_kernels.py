@@ -1,11 +1,11 @@
-"""Every cpu kernel against the NumPy reference in float64, on random odd-sized inputs,
+"""Every compiled kernel (cpu and cuda) against the NumPy reference in float64, on random odd-sized inputs,
 float32 and float64, with outputs NaN-poisoned before the call."""
 import numpy as np
 import pytest
 
 import fastnn as fn
 from fastnn.kernels.formulas import OPTIMIZER_STATES
-from kernel_cases import DTYPES, SHAPES, poisoned, rand, tol
+from kernel_cases import DTYPES, SHAPES, poisoned, rand, rule_scalars, small_enough, tol
 
 
 def close(got, want, dtype, scale=1.0):
@@ -17,10 +17,11 @@ def close(got, want, dtype, scale=1.0):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", list(fn.ACTIVATIONS))
-def test_activation_forward(name, shape, dtype, rng, ref, cpu, mode):
+def test_activation_forward(name, shape, dtype, rng, ref, kern):
+    small_enough(kern.name, *shape)
     z = rand(rng, shape, dtype)
     a = poisoned(shape, dtype)
-    cpu.activation_forward(name, z, a)
+    kern.activation_forward(name, z, a)
     want = np.empty(shape)
     ref.activation_forward(name, z.astype(np.float64), want)
     close(a, want, dtype)
@@ -29,14 +30,15 @@ def test_activation_forward(name, shape, dtype, rng, ref, cpu, mode):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", list(fn.ACTIVATIONS))
-def test_activation_backward(name, shape, dtype, rng, ref, cpu, mode):
+def test_activation_backward(name, shape, dtype, rng, ref, kern):
+    small_enough(kern.name, *shape)
     z = rand(rng, shape, dtype)
     a = np.empty(shape, dtype)
     ref.activation_forward(name, z, a)
     ga = rand(rng, shape, dtype)
     gb0 = rand(rng, shape[1], dtype)
     gz, gb = poisoned(shape, dtype), gb0.copy()
-    cpu.activation_backward(name, z, a, ga, gz, gb, 0.75)
+    kern.activation_backward(name, z, a, ga, gz, gb, 0.75)
     wz, wb = np.empty(shape), gb0.astype(np.float64)
     ref.activation_backward(name, *(v.astype(np.float64) for v in (z, a, ga)), wz, wb, 0.75)
     close(gz, wz, dtype)
@@ -46,10 +48,11 @@ def test_activation_backward(name, shape, dtype, rng, ref, cpu, mode):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch,fin,fout", [(1, 1, 1), (7, 33, 1), (33, 7, 1025),
                                              (1025, 7, 33), (5, 1025, 3)])
-def test_dense(batch, fin, fout, dtype, rng, ref, cpu):
+def test_dense(batch, fin, fout, dtype, rng, ref, kern):
+    small_enough(kern.name, batch, fin, fout)
     x, w, b = (rand(rng, s, dtype) for s in ((batch, fin), (fin, fout), (fout,)))
     z = poisoned((batch, fout), dtype)
-    cpu.dense_forward(x, w, b, z)
+    kern.dense_forward(x, w, b, z)
     wz = np.empty((batch, fout))
     ref.dense_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), wz)
     close(z, wz, dtype, scale=fin)
@@ -57,13 +60,13 @@ def test_dense(batch, fin, fout, dtype, rng, ref, cpu):
     gz = rand(rng, (batch, fout), dtype)
     gw0 = rand(rng, (fin, fout), dtype)
     gw, gx = gw0.copy(), poisoned((batch, fin), dtype)
-    cpu.dense_backward(x, w, gz, gw, gx, 0.5)
+    kern.dense_backward(x, w, gz, gw, gx, 0.5)
     wgw, wgx = gw0.astype(np.float64), np.empty((batch, fin))
     ref.dense_backward(x.astype(np.float64), w.astype(np.float64), gz.astype(np.float64),
                        wgw, wgx, 0.5)
     close(gw, wgw, dtype, scale=batch)   # beta = 1: added to what was there
     close(gx, wgx, dtype, scale=fout)
-    cpu.dense_backward(x, w, gz, gw, None, 0.5)   # first layer: no input gradient
+    kern.dense_backward(x, w, gz, gw, None, 0.5)   # first layer: no input gradient
 
 
 def _targets(name, rng, shape, dtype):
@@ -94,12 +97,13 @@ LOSS_KERNELS = ("mse", "l1", "huber", "bce", "bce_logits", "hinge", "kl_div",
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", LOSS_KERNELS)
-def test_loss_kernels(name, shape, dtype, rng, ref, cpu, mode):
+def test_loss_kernels(name, shape, dtype, rng, ref, kern):
+    small_enough(kern.name, *shape)
     out = _outputs(name, rng, shape, dtype)
     target = _targets(name, rng, shape, dtype)
     param, norm = 0.7, 1.0 / shape[0]
     grad = poisoned(shape, dtype)
-    value = cpu.loss(name, out, target, grad, param, norm)
+    value = kern.loss(name, out, target, grad, param, norm)
     wt = target if target.dtype.kind == "i" else target.astype(np.float64)
     wgrad = np.empty(shape)
     wvalue = ref.loss(name, out.astype(np.float64), wt, wgrad, param, norm)
@@ -108,27 +112,12 @@ def test_loss_kernels(name, shape, dtype, rng, ref, cpu, mode):
     assert value == pytest.approx(wvalue, rel=rtol, abs=atol * shape[1])
 
 
-# Each update rule with scalars a real optimizer could pass (sign, l2 first).
-RULE_SCALARS = {
-    "sgd": (1.0, 0.1, 0.3),
-    "sgd_momentum": (-1.0, 0.1, 0.3, 0.9, 0.8, 1.0, 0.9),
-    "adagrad": (1.0, 0.1, 0.05, 1e-10),
-    "rmsprop": (1.0, 0.1, 0.01, 0.99, 0.01, 1e-8, 0.8),
-    "adadelta": (0.7, 0.1, 1.0, 0.9, 0.1, 1e-6),
-    "adam": (1.0, 0.1, 0.999, 0.01, 0.3, 1e-8, 0.1, 0.999, 0.001),
-}
-
-
-def _rule_scalars(rule):
-    return next(v for k, v in sorted(RULE_SCALARS.items(), key=lambda kv: -len(kv[0]))
-                if rule.startswith(k))
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [1, 7, 33, 1025, 70001])
 @pytest.mark.parametrize("rule", sorted(OPTIMIZER_STATES))
-def test_optimizer_step(rule, n, dtype, rng, ref, cpu, mode):
+def test_optimizer_step(rule, n, dtype, rng, ref, kern):
     """One fused step of every update rule against the reference, all buffers."""
+    small_enough(kern.name, n)
     p0, g = rand(rng, n, dtype), rand(rng, n, dtype)
     names = OPTIMIZER_STATES[rule]
     # state a running optimizer could hold: signed averages, squared averages >= 1
@@ -136,9 +125,9 @@ def test_optimizer_step(rule, n, dtype, rng, ref, cpu, mode):
     state0 = [(0.1 if name == "grad_avg" else 1.0) * rand(rng, n, dtype)
               if name in ("grad_avg", "exp_avg", "momentum_buffer")
               else 1 + np.abs(rand(rng, n, dtype)) for name in names]
-    h = _rule_scalars(rule)
+    h = rule_scalars(rule)
     p, state = p0.copy(), tuple(s.copy() for s in state0)
-    cpu.optimizer_step(rule, p, g, state, tuple(dtype(x) for x in h))
+    kern.optimizer_step(rule, p, g, state, tuple(dtype(x) for x in h))
     wp, wstate = p0.astype(np.float64), tuple(s.astype(np.float64) for s in state0)
     ref.optimizer_step(rule, wp, g.astype(np.float64), wstate, h)
     close(p, wp, dtype)
@@ -149,19 +138,20 @@ def test_optimizer_step(rule, n, dtype, rng, ref, cpu, mode):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("order", [2.0, 1.0, 3.5, np.inf])
 @pytest.mark.parametrize("n", [1, 33, 70001])
-def test_vector_norm(order, n, dtype, rng, ref, cpu):
+def test_vector_norm(order, n, dtype, rng, ref, kern):
+    small_enough(kern.name, n)
     x = rand(rng, n, dtype)
     want = np.linalg.norm(x.astype(np.float64), ord=order)
-    assert cpu.vector_norm(x, order) == pytest.approx(want, rel=1e-12)
+    assert kern.vector_norm(x, order) == pytest.approx(want, rel=1e-12)
     assert ref.vector_norm(x, order) == pytest.approx(want, rel=1e-12)
     x[n // 2] = np.nan
-    assert np.isnan(cpu.vector_norm(x, order))
+    assert np.isnan(kern.vector_norm(x, order))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_extreme_logits_stay_finite(dtype, cpu, ref):
+def test_extreme_logits_stay_finite(dtype, kern, ref):
     z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]], dtype)
-    for backend in (cpu, ref):
+    for backend in (kern, ref):
         for name, target in (("cross_entropy", np.array([1, 0])),
                              ("bce_logits", np.array([[1, 0, 1], [0, 1, 0]], dtype))):
             grad = np.empty_like(z)
