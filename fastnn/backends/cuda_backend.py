@@ -38,7 +38,7 @@ def _load_cuda():
             cuda.current_context()
             reason = "no CUDA device is visible"
         except Exception as exc:  # the driver's own words: no driver, no device, ...
-            reason = " ".join(str(exc).split()) or type(exc).__name__
+            reason = " ".join(str(exc).split()).rstrip(" :") or type(exc).__name__
         raise CudaUnavailable(f"no usable CUDA GPU: {reason}")
     return cuda
 
