@@ -1,19 +1,43 @@
-"""Helpers shared by the benchmark suites (``bench/bench_*.py``): inputs, the MLP cases
-(fastnn and PyTorch built from the same initial weights), float64 references and the
-memory-floor ("copy") peer.
+"""Helpers shared by the benchmark suites (``bench/bench_*.py``): the backends and
+peers to time, device synchronisation of timed calls, inputs, the MLP cases (fastnn and
+PyTorch built from the same initial weights), float64 references and the memory-floor
+("copy") peer.
 
-Nothing here imports torch: the torch module is always passed in by the suites, which
-get it from the ``torch_peer`` fixture (so the torch cases skip cleanly without it).
+Nothing here imports torch or cupy: the modules are always passed in by the suites,
+which get them from the ``torch_peer`` / ``torch_cuda_peer`` / ``cupy_peer`` fixtures
+(so those cases skip cleanly, with the reason, where they are missing).
 """
 import numpy as np
 
 import fastnn as fn
+from fastnn.backends import unavailable_reasons
 
 F32 = np.float32
 
-# The backends of this machine ("numpy", "cpu", and "cuda" where it exists): every
-# suite parametrises over these, so a new backend is picked up without edits.
-BACKENDS = fn.available_backends()
+SIMULATOR = ("the numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1) runs every GPU thread "
+             "in Python, ~100 µs each: its timings mean nothing")
+
+
+def _backends():
+    """(the backends to time, {backend left out: why})."""
+    timed_ones, left_out = [], dict(unavailable_reasons())
+    for name in fn.available_backends():
+        # The simulated cuda backend is usable (the tests run on it) but never timed.
+        if getattr(fn.get_backend(name), "simulated", False):
+            left_out[name] = SIMULATOR
+        else:
+            timed_ones.append(name)
+    return tuple(timed_ones), left_out
+
+
+# The backends of this machine ("numpy", "cpu", and "cuda" where a real GPU is usable):
+# every suite parametrises over these, so a new backend is picked up without edits.
+# LEFT_OUT says why the others are not (the run's header and JSON show it).
+BACKENDS, LEFT_OUT = _backends()
+
+# Peers on the GPU, timed only where present (their fixtures skip otherwise):
+# PyTorch on its "cuda" device, and CuPy (its GEMMs are cuBLAS calls).
+TORCH_DEVICES = {"torch": "cpu", "torch_cuda": "cuda"}    # torch peer -> torch device
 
 # Elementwise cases (activations, losses): one 1024x512 float32 array = 2 MiB.
 EW_ROWS, EW_COLS = 1024, 512
@@ -29,9 +53,24 @@ def normal(gen, shape, scale=1.0):
     return (gen.standard_normal(shape) * scale).astype(F32)
 
 
-def timed(be, run):
-    """``run`` followed by the backend's synchronisation, when it has one."""
-    wait = getattr(be, "synchronize", None)
+# ---- timing device work ----------------------------------------------------------------
+def device_wait(be):
+    """What waits until the work ``be`` queued is done, or None for a host backend.
+
+    Kernel launches on the cuda backend return before the GPU has run them, so a timed
+    call that does not wait at its end would time the launches only (and the next
+    round would queue behind the last one)."""
+    if be.name == "cuda":
+        from numba import cuda        # only where the cuda backend loaded: numba-cuda
+
+        return cuda.synchronize
+    return getattr(be, "synchronize", None)
+
+
+def synced(run, wait):
+    """``run`` followed by ``wait()`` (a device synchronisation: ``device_wait``,
+    ``torch.cuda.synchronize``...), so that each timed call ends when its device work
+    does; ``run`` itself when ``wait`` is None."""
     if wait is None:
         return run
 
@@ -40,6 +79,43 @@ def timed(be, run):
         wait()
         return result
     return run_synced
+
+
+def timed(be, run):
+    """``run`` followed by the backend's synchronisation, when it has one."""
+    return synced(run, device_wait(be))
+
+
+def torch_peer_of(request, peer):
+    """(torch, device, wait) of a torch peer case ("torch" or "torch_cuda"): the module
+    from its fixture (which skips the case when torch, or a CUDA GPU for torch, is
+    missing), the torch device its tensors live on and its ``synced`` wait."""
+    device = TORCH_DEVICES[peer]
+    torch = request.getfixturevalue(f"{peer}_peer")
+    return torch, device, (torch.cuda.synchronize if device == "cuda" else None)
+
+
+def to_torch(torch, device, *arrays):
+    """Tensors on ``device`` holding copies of ``arrays`` (a case may write them)."""
+    return tuple(torch.tensor(a, device=device) for a in arrays)
+
+
+def from_torch(tensor):
+    """A NumPy copy of a tensor, wherever it lives."""
+    return tensor.detach().cpu().numpy().copy()
+
+
+def cupy_gemm(cupy):
+    """gemm(a, b, c, trans_a=False, trans_b=False, alpha=1.0, beta=0.0): c = alpha
+    op(a) op(b) + beta c by one cuBLAS call through CuPy (``fastnn.kernels._blas.gemm``'s
+    signature, so the GEMM floors run unchanged on either).  ``cupy.matmul`` has no
+    alpha or beta, and accumulating with it would add an elementwise pass."""
+    from cupy import cublas
+
+    def gemm(a, b, c, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+        cublas.gemm("T" if trans_a else "N", "T" if trans_b else "N", a, b, out=c,
+                    alpha=alpha, beta=beta)
+    return gemm
 
 
 # ---- the memory floor ------------------------------------------------------------------
@@ -124,9 +200,9 @@ def torch_flat(torch, tensors):
     """Parameters (or gradients) of a torch MLP in fastnn's flat layout, float64:
     w0 as (in, out) row-major, b0, w1, ..."""
     with torch.no_grad():
-        return np.concatenate([
-            t.numpy().T.ravel() if t.ndim == 2 else t.numpy().ravel()
-            for t in tensors]).astype(np.float64)
+        arrays = [t.detach().cpu().numpy() for t in tensors]    # (on any device)
+        return np.concatenate([a.T.ravel() if a.ndim == 2 else a.ravel()
+                               for a in arrays]).astype(np.float64)
 
 
 def reference_gradient(sizes, x, y, scale=1.0):

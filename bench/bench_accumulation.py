@@ -8,10 +8,12 @@
 
 Each timed call starts with ``zero_grad()`` and ends with the batch's gradient in the
 buffer (no optimizer step).  Cases, one table (``benchmark.group``) per way: every
-fastnn backend of this machine and ``torch`` doing the same (``nn.Sequential``,
-``F.cross_entropy(...) * m/B`` and ``backward()`` accumulating into ``.grad``; skipped
-without torch).  ``extra_info["flops"]``: the GEMMs of the pass (forward, grad_w of
-every layer, grad_x of all but the first), the same both ways.
+fastnn backend of this machine, and ``torch`` (CPU) and ``torch_cuda`` (a CUDA GPU)
+doing the same (``nn.Sequential``, ``F.cross_entropy(...) * m/B`` and ``backward()``
+accumulating into ``.grad``; skipped without torch, or a GPU).  The micro-batches are
+uploaded to the GPU once, before timing, and every timed call of a GPU case ends with
+a device synchronisation.  ``extra_info["flops"]``: the GEMMs of the pass (forward,
+grad_w of every layer, grad_x of all but the first), the same both ways.
 
 Before timing, every case's loss and gradient are checked against the float64
 whole-batch reference (numpy backend, same initial weights).
@@ -20,10 +22,11 @@ import numpy as np
 import pytest
 
 import fastnn as fn
-from _shared import (BACKENDS, F32, arch_name, fastnn_model, initial_weights, normal,
-                     reference_gradient, rng, step_flops, timed, torch_flat, torch_mlp)
+from _shared import (BACKENDS, F32, TORCH_DEVICES, arch_name, fastnn_model,
+                     initial_weights, normal, reference_gradient, rng, step_flops, synced,
+                     timed, to_torch, torch_flat, torch_mlp, torch_peer_of)
 
-CASES = BACKENDS + ("torch",)
+CASES = BACKENDS + tuple(TORCH_DEVICES)
 SIZES = (784, 512, 256, 10)
 BATCH = 256
 WAYS = {"whole": BATCH, "4x64": 64}        # name -> micro-batch size
@@ -42,12 +45,12 @@ def test_accumulate(benchmark, way, backend, describe, close, request):
              flops=step_flops(SIZES, BATCH), micro_batch=m, micro_batches=k)
     ref_loss, ref_grad, p0 = reference_gradient(SIZES, x, y)
 
-    if backend == "torch":
-        torch = request.getfixturevalue("torch_peer")
+    if backend in TORCH_DEVICES:
+        torch, device, wait = torch_peer_of(request, backend)
         F = torch.nn.functional
-        net = torch_mlp(torch, SIZES, initial_weights(SIZES))
-        chunks = [(torch.from_numpy(x[i * m:(i + 1) * m]),
-                   torch.from_numpy(y[i * m:(i + 1) * m])) for i in range(k)]
+        net = torch_mlp(torch, SIZES, initial_weights(SIZES)).to(device)
+        chunks = [to_torch(torch, device, x[i * m:(i + 1) * m], y[i * m:(i + 1) * m])
+                  for i in range(k)]
         w = m / BATCH
 
         def run():
@@ -64,6 +67,7 @@ def test_accumulate(benchmark, way, backend, describe, close, request):
 
         def params():
             return torch_flat(torch, net.parameters())
+        run = synced(run, wait)
     else:
         be = fn.get_backend(backend)
         model = fastnn_model(SIZES, backend, F32)
@@ -98,6 +102,6 @@ def test_accumulate(benchmark, way, backend, describe, close, request):
         close(grads(), ref_grad, 1e-4, f"{backend} {way} gradient{when}")
 
     check(run(), "")
-    if backend != "torch":
+    if backend not in TORCH_DEVICES:
         poison()
     check(benchmark(run), " (after timing)")

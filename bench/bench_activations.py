@@ -4,11 +4,11 @@ column sums of grad_z``, one pass) for relu, sigmoid, tanh and gelu (erf form).
 
 Cases, one table (``benchmark.group``) per (direction, activation):
 
-- every fastnn backend of this machine (``fastnn.available_backends()``);
-- ``torch``: ``clamp_min`` / ``sigmoid`` / ``tanh`` / ``aten.gelu.out`` forward, and
-  the ``aten.*_backward.grad_input`` kernels autograd runs (threshold_backward for
-  relu) followed by the bias-gradient sum added into ``grad_b``, into preallocated
-  outputs (skipped without torch);
+- every fastnn backend of this machine (``_shared.BACKENDS``);
+- ``torch`` (CPU) and ``torch_cuda`` (a CUDA GPU): ``clamp_min`` / ``sigmoid`` /
+  ``tanh`` / ``aten.gelu.out`` forward, and the ``aten.*_backward.grad_input`` kernels
+  autograd runs (threshold_backward for relu) followed by the bias-gradient sum added
+  into ``grad_b``, into preallocated outputs (skipped without torch, or a GPU);
 - ``copy``: the memory floor, ``np.copyto`` moving the same bytes as the kernel.
 
 Bytes per case (``extra_info["bytes"]``, read + written), from what the compiled kernels
@@ -19,17 +19,19 @@ read z, sigmoid and tanh read a (f' = a(1 - a), 1 - a^2); the kernel loads both 
 the unused one is dead code after inlining.
 
 Every case first checks one call against a float64 NumPy reference; outputs are
-NaN-poisoned before the timed calls.
+NaN-poisoned before the timed calls.  GPU inputs are uploaded once, before timing, and
+every timed call of a GPU case ends with a device synchronisation.
 """
 import numpy as np
 import pytest
 from scipy.special import erf
 
 import fastnn as fn
-from _shared import (BACKENDS, EW_ARRAY_BYTES, EW_COLS, EW_ROWS, EW_SIZE, F32, copy_case,
-                     normal, rng, timed)
+from _shared import (BACKENDS, EW_ARRAY_BYTES, EW_COLS, EW_ROWS, EW_SIZE, F32,
+                     TORCH_DEVICES, copy_case, from_torch, normal, rng, synced, timed,
+                     to_torch, torch_peer_of)
 
-CASES = BACKENDS + ("torch", "copy")
+CASES = BACKENDS + tuple(TORCH_DEVICES) + ("copy",)
 NAMES = ("relu", "sigmoid", "tanh", "gelu")
 SAVED = {"relu": "z", "sigmoid": "a", "tanh": "a", "gelu": "z"}   # what f' reads
 FWD_BYTES = 2 * EW_ARRAY_BYTES
@@ -71,10 +73,10 @@ def test_activation_forward(benchmark, name, backend, describe, close, request):
     ref = _f64(name, z.astype(np.float64))
     describe(benchmark, group, backend, f"z({EW_ROWS},{EW_COLS})", nbytes=FWD_BYTES)
 
-    if backend == "torch":
-        torch = request.getfixturevalue("torch_peer")
-        a = np.empty_like(z)
-        zt, at = torch.from_numpy(z), torch.from_numpy(a)
+    if backend in TORCH_DEVICES:
+        torch, device, wait = torch_peer_of(request, backend)
+        (zt,) = to_torch(torch, device, z)
+        at = torch.empty_like(zt)
         op = {"relu": lambda: torch.clamp_min(zt, 0, out=at),
               "sigmoid": lambda: torch.sigmoid(zt, out=at),
               "tanh": lambda: torch.tanh(zt, out=at),
@@ -85,10 +87,11 @@ def test_activation_forward(benchmark, name, backend, describe, close, request):
                 op()
 
         def result():
-            return a
+            return from_torch(at)
 
         def poison():
-            a[...] = np.nan
+            at.fill_(float("nan"))
+        run = synced(run, wait)
     else:
         be = fn.get_backend(backend)
         zb = be.from_numpy(z)
@@ -130,14 +133,11 @@ def test_activation_backward(benchmark, name, backend, describe, close, request)
              f"z, a, grad_a ({EW_ROWS},{EW_COLS}) grad_b({EW_COLS},)", nbytes=BWD_BYTES,
              reads=[SAVED[name], "grad_a", "grad_b"], writes=["grad_z", "grad_b"])
 
-    if backend == "torch":
-        torch = request.getfixturevalue("torch_peer")
+    if backend in TORCH_DEVICES:
+        torch, device, wait = torch_peer_of(request, backend)
         aten = torch.ops.aten
-        grad_z = np.empty_like(z)
-        grad_b = grad_b0.copy()
-        colsum = np.empty_like(grad_b)
-        zt, at, gat, gzt, gbt, cst = (torch.from_numpy(v) for v in
-                                      (z, a, grad_a, grad_z, grad_b, colsum))
+        zt, at, gat, gbt = to_torch(torch, device, z, a, grad_a, grad_b0)
+        gzt, cst = torch.empty_like(zt), torch.empty_like(gbt)
         op = {"relu": lambda: aten.threshold_backward.grad_input(gat, zt, 0,
                                                                  grad_input=gzt),
               "sigmoid": lambda: aten.sigmoid_backward.grad_input(gat, at, grad_input=gzt),
@@ -152,10 +152,11 @@ def test_activation_backward(benchmark, name, backend, describe, close, request)
                 gbt.add_(cst, alpha=scale)
 
         def results():
-            return grad_z.copy(), grad_b.copy()
+            return from_torch(gzt), from_torch(gbt)
 
         def poison():
-            grad_z[...] = np.nan
+            gzt.fill_(float("nan"))
+        run = synced(run, wait)
     else:
         be = fn.get_backend(backend)
         zb, ab, gab, grad_b = (be.from_numpy(v) for v in (z, a, grad_a, grad_b0))

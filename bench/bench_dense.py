@@ -3,10 +3,14 @@ x^T grad_z; grad_x = grad_z w^T``, 784 -> 512 (the first layer of the README's M
 batch 32 and 128, float32.
 
 Cases, one table (``benchmark.group``) per (kernel, size): every fastnn backend of this
-machine (``fastnn.available_backends()``) and PyTorch (``torch.addmm`` /
-``addmm_`` + ``mm`` into preallocated outputs; skipped without torch).  Every case
-first checks one call against a float64 NumPy reference; outputs are NaN-poisoned
-before the timed calls.  ``extra_info["flops"]`` gives GFLOP/s.
+machine (``_shared.BACKENDS``), PyTorch on the CPU (``torch``) and on a CUDA GPU
+(``torch_cuda``): ``torch.addmm`` / ``addmm_`` + ``mm`` into preallocated outputs, and
+CuPy (``cupy``: ``cupy.matmul`` and a bias add forward; backward two cuBLAS GEMMs,
+grad_w accumulated by the GEMM itself, beta = 1).  The peers skip where torch, CuPy or
+a GPU is missing.  GPU inputs are uploaded once, before timing, and every timed call
+of a GPU case ends with a device synchronisation.  Every case first checks one call
+against a float64 NumPy reference; outputs are NaN-poisoned before the timed calls.
+``extra_info["flops"]`` gives GFLOP/s.
 
     pytest bench/bench_dense.py --benchmark-disable -q       # each case once, as tests
     pytest bench/bench_dense.py --benchmark-only -q          # the timings
@@ -15,9 +19,10 @@ import numpy as np
 import pytest
 
 import fastnn as fn
-from _shared import BACKENDS, F32, normal, rng, timed
+from _shared import (BACKENDS, F32, TORCH_DEVICES, cupy_gemm, from_torch, normal, rng,
+                     synced, timed, to_torch, torch_peer_of)
 
-CASES = BACKENDS + ("torch",)
+CASES = BACKENDS + tuple(TORCH_DEVICES) + ("cupy",)
 IN, OUT = 784, 512
 BATCHES = (32, 128)
 
@@ -38,20 +43,36 @@ def test_dense_forward(benchmark, batch, backend, describe, close, request):
     describe(benchmark, f"dense_forward {batch}x{IN}->{OUT}", backend,
              f"x({batch},{IN}) w({IN},{OUT}) b({OUT},)", flops=2 * batch * IN * OUT)
 
-    if backend == "torch":
-        torch = request.getfixturevalue("torch_peer")
-        z = np.empty((batch, OUT), F32)
-        xt, wt, bt, zt = (torch.from_numpy(a) for a in (x, w, b, z))
+    if backend in TORCH_DEVICES:
+        torch, device, wait = torch_peer_of(request, backend)
+        xt, wt, bt = to_torch(torch, device, x, w, b)
+        zt = torch.empty((batch, OUT), dtype=torch.float32, device=device)
 
         def run():
             with torch.no_grad():
                 torch.addmm(bt, xt, wt, out=zt)
 
         def result():
-            return z
+            return from_torch(zt)
 
         def poison():
-            z[...] = np.nan
+            zt.fill_(float("nan"))
+        run = synced(run, wait)
+    elif backend == "cupy":
+        cp = request.getfixturevalue("cupy_peer")
+        xc, wc, bc = (cp.asarray(a) for a in (x, w, b))
+        zc = cp.empty((batch, OUT), F32)
+
+        def run():
+            cp.matmul(xc, wc, out=zc)
+            zc += bc
+
+        def result():
+            return cp.asnumpy(zc)
+
+        def poison():
+            zc.fill(np.nan)
+        run = synced(run, cp.cuda.Device().synchronize)
     else:
         be = fn.get_backend(backend)
         xb, wb, bb = (be.from_numpy(a) for a in (x, w, b))
@@ -89,12 +110,10 @@ def test_dense_backward(benchmark, batch, backend, describe, close, request):
              f"x({batch},{IN}) w({IN},{OUT}) grad_z({batch},{OUT})",
              flops=4 * batch * IN * OUT)
 
-    if backend == "torch":
-        torch = request.getfixturevalue("torch_peer")
-        grad_w = grad_w0.copy()
-        grad_x = np.empty((batch, IN), F32)
-        xt, wt, gzt, gwt, gxt = (torch.from_numpy(a)
-                                 for a in (x, w, grad_z, grad_w, grad_x))
+    if backend in TORCH_DEVICES:
+        torch, device, wait = torch_peer_of(request, backend)
+        xt, wt, gzt, gwt = to_torch(torch, device, x, w, grad_z, grad_w0)
+        gxt = torch.empty((batch, IN), dtype=torch.float32, device=device)
 
         def run():
             with torch.no_grad():
@@ -102,10 +121,27 @@ def test_dense_backward(benchmark, batch, backend, describe, close, request):
                 torch.mm(gzt, wt.t(), out=gxt)
 
         def results():
-            return grad_w.copy(), grad_x.copy()
+            return from_torch(gwt), from_torch(gxt)
 
         def poison():
-            grad_x[...] = np.nan
+            gxt.fill_(float("nan"))
+        run = synced(run, wait)
+    elif backend == "cupy":
+        cp = request.getfixturevalue("cupy_peer")
+        gemm = cupy_gemm(cp)
+        xc, wc, gzc, gwc = (cp.asarray(a) for a in (x, w, grad_z, grad_w0))
+        gxc = cp.empty((batch, IN), F32)
+
+        def run():
+            gemm(xc, gzc, gwc, trans_a=True, alpha=scale, beta=1.0)
+            gemm(gzc, wc, gxc, trans_b=True)
+
+        def results():
+            return cp.asnumpy(gwc), cp.asnumpy(gxc)
+
+        def poison():
+            gxc.fill(np.nan)
+        run = synced(run, cp.cuda.Device().synchronize)
     else:
         be = fn.get_backend(backend)
         xb, wb, gzb, grad_w = (be.from_numpy(a) for a in (x, w, grad_z, grad_w0))

@@ -7,9 +7,11 @@
 - ``bce_logits``: binary cross-entropy with logits against 0/1 targets (all elements).
 
 Cases, one table (``benchmark.group``) per loss: every fastnn backend of this machine,
-``torch`` (``F.cross_entropy`` / ``F.mse_loss`` / ``F.binary_cross_entropy_with_logits``
-forward + ``backward()`` on a leaf tensor, the value read with ``.item()``; skipped
-without torch) and ``copy`` (the memory floor: ``np.copyto`` moving the same bytes).
+``torch`` on the CPU and ``torch_cuda`` on a CUDA GPU (``F.cross_entropy`` /
+``F.mse_loss`` / ``F.binary_cross_entropy_with_logits`` forward + ``backward()`` on a
+leaf tensor, the value read with ``.item()``; skipped without torch, or a GPU) and
+``copy`` (the memory floor: ``np.copyto`` moving the same bytes).  GPU inputs are
+uploaded once, before timing; the value read back ends each call on the host.
 
 Bytes (read + written): cross-entropy reads the logits (2 MiB) and the labels (1024
 intp) and writes the gradient (2 MiB); mse and bce_logits read the output and the
@@ -23,9 +25,10 @@ import pytest
 
 import fastnn as fn
 from _shared import (BACKENDS, EW_ARRAY_BYTES, EW_COLS, EW_ROWS, EW_SIZE, F32,
-                     ce_reference, copy_case, normal, rng, timed)
+                     TORCH_DEVICES, ce_reference, copy_case, from_torch, normal, rng,
+                     synced, timed, to_torch, torch_peer_of)
 
-CASES = BACKENDS + ("torch", "copy")
+CASES = BACKENDS + tuple(TORCH_DEVICES) + ("copy",)
 NAMES = ("cross_entropy", "mse", "bce_logits")
 LABEL_BYTES = EW_ROWS * np.dtype(np.intp).itemsize
 BYTES = {"cross_entropy": 2 * EW_ARRAY_BYTES + LABEL_BYTES,
@@ -63,13 +66,13 @@ def test_loss(benchmark, name, backend, describe, close, request):
              f"out({EW_ROWS},{EW_COLS}) target{target.shape}", nbytes=BYTES[name],
              target_dtype=target.dtype.name)
 
-    if backend == "torch":
-        torch = request.getfixturevalue("torch_peer")
+    if backend in TORCH_DEVICES:
+        torch, device, wait = torch_peer_of(request, backend)
         F = torch.nn.functional
         fun = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss,
                "bce_logits": F.binary_cross_entropy_with_logits}[name]
-        ot = torch.from_numpy(out.copy()).requires_grad_()
-        tt = torch.from_numpy(target)
+        ot, tt = to_torch(torch, device, out, target)
+        ot.requires_grad_()
 
         def run():
             ot.grad = None
@@ -78,10 +81,11 @@ def test_loss(benchmark, name, backend, describe, close, request):
             return loss.item()
 
         def grad():
-            return ot.grad.numpy().copy()
+            return from_torch(ot.grad)
 
         def poison():
             ot.grad = None                   # a new gradient tensor each call
+        run = synced(run, wait)              # (.item() has waited already)
     else:
         be = fn.get_backend(backend)
         ob, tb = be.from_numpy(out), be.from_numpy(target)

@@ -5,6 +5,10 @@ Cases, one table (``benchmark.group``) per (optimizer, size):
 - ``numpy``          fastnn's multi-pass NumPy reference backend
 - ``cpu``            fastnn's compiled backend: one fused numba kernel over the flat
                      buffers (serial by default, see ``fastnn/threads.py``)
+- ``cuda``           fastnn's GPU backend, where a real GPU is usable: one fused kernel
+                     over the flat device buffers (the parameters and gradients are
+                     uploaded once, before timing; each timed step ends with a device
+                     synchronisation)
 - ``torch_foreach``  ``torch.optim.SGD/Adam(..., foreach=True)`` (torch's intra-op pool
                      sized to ``fastnn.get_num_threads()``; skipped without torch)
 - ``torch_fused``    ``torch.optim.Adam(..., fused=True)`` (Adam only)
@@ -50,7 +54,7 @@ import pytest
 import fastnn as fn
 from fastnn import threads as fn_threads
 
-from _shared import copy_case
+from _shared import BACKENDS, copy_case, timed
 
 F32 = np.float32
 SIZES = {"1M": (999, 1000), "10M": (9999, 1000)}          # Dense(n_in, n_out)
@@ -60,8 +64,8 @@ OPTIMIZERS = {
     "sgd_momentum": ({"lr": 0.01, "momentum": 0.9}, ("momentum_buffer",), 20, 3),
     "adam": ({"lr": 1e-3}, ("exp_avg", "exp_avg_sq"), 28, 4),
 }
-CASES = {"sgd_momentum": ("numpy", "cpu", "torch_foreach", "copy"),
-         "adam": ("numpy", "cpu", "torch_foreach", "torch_fused", "copy")}
+CASES = {"sgd_momentum": BACKENDS + ("torch_foreach", "copy"),
+         "adam": BACKENDS + ("torch_foreach", "torch_fused", "copy")}
 CHECK_STEPS = 2          # step 1 (buffers start from the gradient) and a general step
 P_SCALE = 0.05           # initial parameters ~ N(0, 0.05^2), gradients ~ N(0, 1)
 CHUNK = 1 << 20          # the float64 reference runs over chunks of this many elements
@@ -152,13 +156,23 @@ def _sample(arr):
     return arr[::4099].copy()
 
 
+def _host_view(be, buf):
+    """``buf`` readable by NumPy: itself on a host backend (no copy of 40 MB buffers),
+    a download from a device."""
+    return buf if isinstance(buf, np.ndarray) else be.to_numpy(buf)
+
+
 # ---- the cases -------------------------------------------------------------------------
 def _fastnn_case(arena, opt, size, backend):
     n_in, n_out = SIZES[size]
+    be = fn.get_backend(backend)
     model = fn.Sequential(fn.Dense(n_in, n_out), backend=backend, dtype=F32, seed=0)
     assert model.num_parameters == _params(size)
-    p0, g = _initial(size, out_g=model.flat_grads)
-    model.flat_params[...] = p0
+    on_host = isinstance(model.flat_grads, np.ndarray)
+    p0, g = _initial(size, out_g=model.flat_grads if on_host else None)
+    be.from_numpy(p0, out=model.flat_params)
+    if not on_host:
+        be.from_numpy(g, out=model.flat_grads)      # uploaded once, before timing
     kwargs, names = OPTIMIZERS[opt][:2]
     optimizer = (fn.SGD if opt == "sgd_momentum" else fn.Adam)(model, **kwargs)
     assert tuple(optimizer.state) == names, tuple(optimizer.state)
@@ -166,11 +180,12 @@ def _fastnn_case(arena, opt, size, backend):
 
     def segments():
         state = optimizer.state
-        out = {"p": [(0, model.flat_params)]}
-        out.update({k: [(0, state[k])] for k in names})
+        out = {"p": [(0, _host_view(be, model.flat_params))]}
+        out.update({k: [(0, _host_view(be, state[k]))] for k in names})
         return out
 
-    return optimizer.step, p0, model.flat_grads, segments, model.flat_params
+    return (timed(be, optimizer.step), p0, g, segments,
+            lambda: _host_view(be, model.flat_params))
 
 
 def _torch_case(arena, torch, opt, size, impl):
@@ -197,7 +212,7 @@ def _torch_case(arena, torch, opt, size, impl):
                       (nw, optimizer.state[b][k].detach().numpy().reshape(-1))]
         return out
 
-    return optimizer.step, p0, g, segments, flat
+    return optimizer.step, p0, g, segments, lambda: flat
 
 
 @pytest.mark.parametrize("opt,size,impl", [
@@ -215,10 +230,10 @@ def test_optimizer_step(benchmark, opt, size, impl, describe, nthreads, arena, r
 
     if impl.startswith("torch"):
         torch = request.getfixturevalue("torch_peer")
-        step, p0, g, segments, flat = _torch_case(arena, torch, opt, size, impl)
+        step, p0, g, segments, params = _torch_case(arena, torch, opt, size, impl)
         impl_threads = torch.get_num_threads()
     else:
-        step, p0, g, segments, flat = _fastnn_case(arena, opt, size, impl)
+        step, p0, g, segments, params = _fastnn_case(arena, opt, size, impl)
         # numba kernels are serial unless FASTNN_PARALLEL_MIN turns them on
         impl_threads = nthreads if impl == "cpu" and fn_threads.use_parallel(n) else 1
     describe(benchmark, group, impl, shape, nbytes=bpp * n, params=n,
@@ -228,10 +243,10 @@ def test_optimizer_step(benchmark, opt, size, impl, describe, nthreads, arena, r
     for _ in range(CHECK_STEPS):
         step()
     _check(opt, f"{impl} {opt} {size}", p0, g, segments())
-    del p0                                            # only the check needed it
-    before = _sample(flat)
+    del p0, g                                         # only the check needed them
+    before = _sample(params())
     benchmark(step)
-    after = _sample(flat)
-    assert np.all(np.isfinite(after)) and np.all(np.isfinite(flat)), \
+    after = _sample(params())
+    assert np.all(np.isfinite(after)) and np.all(np.isfinite(params())), \
         f"{impl}: non-finite parameters after timing"
     assert not np.array_equal(after, before), f"{impl}: parameters did not move"

@@ -14,15 +14,23 @@ model                  batch  optimizer
 
 Cases, one table (``benchmark.group``) per (model, batch, optimizer):
 
-- every fastnn backend of this machine (``fastnn.available_backends()``: numpy, cpu,
-  and cuda once it exists);
-- ``torch``: ``nn.Sequential`` of ``Linear``/``ReLU`` holding the same initial weights,
-  ``F.cross_entropy``, ``torch.optim.SGD``/``Adam`` with their CPU defaults,
-  ``loss.item()`` read each step (skipped without torch);
+- every fastnn backend of this machine (``_shared.BACKENDS``: numpy, cpu, and cuda
+  where a real GPU is usable);
+- ``torch`` (CPU) and ``torch_cuda`` (a CUDA GPU): ``nn.Sequential`` of
+  ``Linear``/``ReLU`` holding the same initial weights, ``F.cross_entropy``,
+  ``torch.optim.SGD``/``Adam`` with their defaults, ``loss.item()`` read each step
+  (skipped without torch, or a GPU);
 - ``gemms``: the step's GEMMs alone through fastnn's own BLAS
   (``fastnn.kernels._blas.gemm``): each layer's forward, each layer's grad_w (beta = 1),
   grad_x of every layer but the first.  The floor of a step: "cpu / gemms" is what the
-  rest of the step (bias, activations, loss, optimizer, Python) costs on top.
+  rest of the step (bias, activations, loss, optimizer, Python) costs on top;
+- ``cupy``: the same GEMMs on the GPU, each one cuBLAS call through CuPy (skipped
+  without CuPy or a GPU): the GPU's floor of a step, for the cuda backend.
+
+GPU inputs (the batch, and the labels) are uploaded once, before timing, and every
+timed call of a GPU case ends with a device synchronisation.  (fastnn's
+``Loss.forward`` validates a device-array target on the host, so the cuda step still
+copies its labels down and up again: that is part of what it costs today.)
 
 ``extra_info["flops"]`` is those GEMMs' flops (GFLOP/s of the step).  Before timing,
 every case takes one step from the same weights and batch: its loss and gradient must
@@ -35,11 +43,12 @@ import numpy as np
 import pytest
 
 import fastnn as fn
-from _shared import (BACKENDS, F32, arch_name, fastnn_model, initial_weights, normal,
-                     parse_arch, reference_gradient, rng, step_flops, step_gemms, timed,
-                     torch_flat, torch_mlp)
+from _shared import (BACKENDS, F32, TORCH_DEVICES, arch_name, cupy_gemm, fastnn_model,
+                     initial_weights, normal, parse_arch, reference_gradient, rng,
+                     step_flops, step_gemms, synced, timed, to_torch, torch_flat,
+                     torch_mlp, torch_peer_of)
 
-CASES = BACKENDS + ("torch", "gemms")
+CASES = BACKENDS + tuple(TORCH_DEVICES) + ("gemms", "cupy")
 # (model, batch, optimizer): the README's targets
 STEPS = (("784-512-256-10", 32, "sgd"), ("784-512-256-10", 128, "sgd"),
          ("784-512-256-10", 128, "adam"), ("64-128-10", 32, "sgd"),
@@ -59,38 +68,47 @@ def _expected_update(opt, grad):
     return -lr * grad / (np.abs(grad) + ADAM_EPS)        # Adam's first step
 
 
-def _gemms_case(sizes, batch, xb):
-    """(run, check, poison) of the step's GEMMs alone."""
-    from fastnn.kernels import _blas
+def _gemms_case(sizes, batch, xb, cupy=None):
+    """(run, check, poison) of the step's GEMMs alone: through fastnn's BLAS, or with
+    ``cupy`` through cuBLAS on GPU arrays (uploaded here, once)."""
+    if cupy is None:
+        from fastnn.kernels import _blas
 
-    fn.get_num_threads()                        # size the BLAS pool, as the cpu backend
+        fn.get_num_threads()                    # size the BLAS pool, as the cpu backend
+        gemm, up, down, wait = _blas.gemm, np.asarray, np.asarray, None
+    else:
+        gemm, up, down = cupy_gemm(cupy), cupy.asarray, cupy.asnumpy
+        wait = cupy.cuda.Device().synchronize
     gen = rng(8)
     weights = [w.astype(F32) for w in initial_weights(sizes)[0::2]]
     acts = [xb] + [np.abs(normal(gen, (batch, h))) for h in sizes[1:-1]]
     grad_z = [normal(gen, (batch, o), 0.01) for o in sizes[1:]]
-    z = [np.empty((batch, o), F32) for o in sizes[1:]]
-    grad_w = [np.zeros_like(w) for w in weights]
-    grad_x = [None] + [np.empty((batch, i), F32) for i in sizes[1:-1]]
+    ref = [tuple(v.astype(np.float64) for v in vs) for vs in zip(acts, weights, grad_z)]
+    weights, acts, grad_z = ([up(v) for v in vs] for vs in (weights, acts, grad_z))
+    z = [up(np.empty((batch, o), F32)) for o in sizes[1:]]
+    grad_w = [up(np.zeros(w.shape, F32)) for w in weights]
+    grad_x = [None] + [up(np.empty((batch, i), F32)) for i in sizes[1:-1]]
     scale = 1.0 / batch
     layers = range(len(weights))
 
     def run():
         for i in layers:
-            _blas.gemm(acts[i], weights[i], z[i])
+            gemm(acts[i], weights[i], z[i])
         for i in layers:
-            _blas.gemm(acts[i], grad_z[i], grad_w[i], trans_a=True, alpha=scale, beta=1.0)
+            gemm(acts[i], grad_z[i], grad_w[i], trans_a=True, alpha=scale, beta=1.0)
         for i in layers:
             if i:
-                _blas.gemm(grad_z[i], weights[i], grad_x[i], trans_b=True)
+                gemm(grad_z[i], weights[i], grad_x[i], trans_b=True)
 
     def check(close, calls):
         for i in layers:
-            a64, w64, g64 = (v.astype(np.float64) for v in (acts[i], weights[i], grad_z[i]))
-            close(z[i], a64 @ w64, 1e-5, f"gemms forward {i}")
+            a64, w64, g64 = ref[i]
+            close(down(z[i]), a64 @ w64, 1e-5, f"gemms forward {i}")
             if calls is not None:
-                close(grad_w[i], calls * scale * (a64.T @ g64), 1e-5, f"gemms grad_w {i}")
+                close(down(grad_w[i]), calls * scale * (a64.T @ g64), 1e-5,
+                      f"gemms grad_w {i}")
             if i:
-                close(grad_x[i], g64 @ w64.T, 1e-5, f"gemms grad_x {i}")
+                close(down(grad_x[i]), g64 @ w64.T, 1e-5, f"gemms grad_x {i}")
 
     def poison():
         for i in layers:
@@ -99,7 +117,7 @@ def _gemms_case(sizes, batch, xb):
                 grad_x[i][...] = np.nan
 
     assert len(step_gemms(sizes, batch)) == 3 * len(weights) - 1
-    return run, check, poison
+    return synced(run, wait), check, poison
 
 
 @pytest.mark.parametrize("backend", CASES)
@@ -114,8 +132,9 @@ def test_train_step(benchmark, arch, batch, opt, backend, describe, close, reque
              f"{arch_name(sizes)} batch {batch}", flops=step_flops(sizes, batch),
              model=arch, batch=batch, optimizer=opt, hyper=HYPER[opt])
 
-    if backend == "gemms":
-        run, check, poison = _gemms_case(sizes, batch, xb)
+    if backend in ("gemms", "cupy"):
+        cupy = request.getfixturevalue("cupy_peer") if backend == "cupy" else None
+        run, check, poison = _gemms_case(sizes, batch, xb, cupy)
         run()
         check(close, 1)
         poison()
@@ -124,13 +143,13 @@ def test_train_step(benchmark, arch, batch, opt, backend, describe, close, reque
         return
 
     ref_loss, ref_grad, p0 = reference_gradient(sizes, xb, yb)
-    if backend == "torch":
-        torch = request.getfixturevalue("torch_peer")
+    if backend in TORCH_DEVICES:
+        torch, device, wait = torch_peer_of(request, backend)
         F = torch.nn.functional
-        net = torch_mlp(torch, sizes, initial_weights(sizes))
+        net = torch_mlp(torch, sizes, initial_weights(sizes)).to(device)
         cls = torch.optim.SGD if opt == "sgd" else torch.optim.Adam
         optimizer = cls(net.parameters(), **HYPER[opt])
-        xt, yt = torch.from_numpy(xb), torch.from_numpy(yb)
+        xt, yt = to_torch(torch, device, xb, yb)
 
         def step():
             optimizer.zero_grad()
@@ -147,6 +166,7 @@ def test_train_step(benchmark, arch, batch, opt, backend, describe, close, reque
 
         def poison():
             pass                      # zero_grad sets the gradients to None
+        step = synced(step, wait)     # (.item() has waited already)
     else:
         be = fn.get_backend(backend)
         model = fastnn_model(sizes, backend, F32)

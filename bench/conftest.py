@@ -11,13 +11,18 @@ The suites run three ways:
   threads, the work (flops or bytes) and the floor that work implies on this kind of
   machine;
 - through ``python -m bench`` (or ``fastnn bench``), which runs them with
-  ``--benchmark-json`` and writes ``bench/results/cpu.md`` and ``cpu.png``.
+  ``--benchmark-json`` and writes ``bench/results/cpu.md`` and ``cpu.png`` (and, where
+  the cuda backend ran on a real GPU, ``<gpu-name>.md`` and ``.png``).
 
-PyTorch is an optional peer, never a dependency: only the torch cases ask for the
-``torch_peer`` fixture, which skips them when torch is not importable.
+PyTorch, CuPy and scikit-learn are optional peers, never dependencies: only their
+cases ask for the ``torch_peer`` / ``torch_cuda_peer`` / ``cupy_peer`` /
+``sklearn_peer`` fixtures, which skip them (with the reason) where the package, or for
+the GPU peers a CUDA GPU, is missing.  Backends left out of the run (not usable here,
+or the CUDA simulator) are named in the run's header and its JSON.
 """
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -27,6 +32,8 @@ import pytest
 
 import fastnn as fn
 from fastnn import threads as fn_threads
+
+from _shared import BACKENDS, LEFT_OUT
 
 # Floors in extra_info["floor_us_*"]: nominal figures for this 2-core machine (AVX-512
 # OpenBLAS kernels can beat the GEMM one; the Haswell kernels that
@@ -66,6 +73,32 @@ def torch_peer(nthreads):
     torch.set_num_threads(nthreads)
     assert torch.get_num_threads() == nthreads
     return torch
+
+
+@pytest.fixture
+def torch_cuda_peer(torch_peer):
+    """The torch module for the "torch_cuda" peer; skips without a CUDA GPU for it."""
+    if not torch_peer.cuda.is_available():
+        pytest.skip(f"torch {torch_peer.__version__} has no usable CUDA GPU "
+                    "(torch.cuda.is_available() is False)")
+    return torch_peer
+
+
+@pytest.fixture
+def cupy_peer():
+    """The cupy module for the "cupy" peer (cuBLAS); skips when CuPy is not importable
+    or sees no CUDA GPU."""
+    try:
+        cupy = pytest.importorskip("cupy")
+    except ImportError as exc:   # installed but broken: pytest >= 8.2 re-raises these
+        pytest.skip(f"cupy is installed but not importable: {exc}")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:     # CUDARuntimeError: no driver, no device
+        pytest.skip(f"cupy sees no CUDA GPU: {exc}")
+    if count < 1:
+        pytest.skip("cupy sees no CUDA GPU (getDeviceCount() == 0)")
+    return cupy
 
 
 @pytest.fixture
@@ -187,8 +220,87 @@ def fastnn_machine_info():
     }
 
 
+def _nvidia_driver():
+    """The NVIDIA driver's version (e.g. "550.54.15"): from nvidia-smi, else from the
+    kernel module's /proc file; None where neither is there."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            done = subprocess.run([smi, "--query-gpu=driver_version",
+                                   "--format=csv,noheader"], capture_output=True,
+                                  text=True, timeout=20)
+            if done.returncode == 0 and done.stdout.strip():
+                return done.stdout.split()[0]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        with open("/proc/driver/nvidia/version") as fh:
+            words = fh.readline().split()   # "NVRM version: NVIDIA UNIX ... 550.54.15 ..."
+    except OSError:
+        return None
+    return next((w for w in words if w[:1].isdigit() and w.count(".") >= 1), None)
+
+
+def _ask(get):
+    """``get()``, or why it failed: a query the driver, runtime or simulator lacks must
+    not lose a run's results (this runs as they are saved)."""
+    try:
+        return get()
+    except Exception as exc:
+        return f"unknown ({type(exc).__name__}: {exc})"
+
+
+def _cuda_version(get):
+    """A CUDA (major, minor) version as "12.4", or why it could not be read."""
+    return _ask(lambda: ".".join(str(v) for v in get()))
+
+
+def _module_version(module):
+    """A module's version without importing it here: its own where a case imported it,
+    else its distribution's, whatever that is named (CuPy's: cupy-cuda12x, ...)."""
+    if sys.modules.get(module) is not None:
+        return getattr(sys.modules[module], "__version__", None)
+    dists = metadata.packages_distributions().get(module, ())
+    return next((_version(d) for d in dists), None)
+
+
+def gpu_machine_info():
+    """The GPU the cuda backend runs on, its NVIDIA driver and CUDA versions, and the
+    versions of the GPU stack (numba-cuda, torch and its CUDA, cupy); None where no
+    real GPU is benchmarked (no cuda backend, or the simulator: see ``LEFT_OUT``)."""
+    if "cuda" not in BACKENDS:
+        return None
+    from numba import cuda
+
+    be = fn.get_backend("cuda")
+    dev = _ask(cuda.get_current_device)
+    torch = sys.modules.get("torch")   # imported by the torch cases that ran, if any
+    return {
+        "name": be.device_name,
+        "compute_capability": _ask(lambda: ".".join(map(str, dev.compute_capability))),
+        "multiprocessors": be.sms,
+        "memory_bytes": _ask(lambda: cuda.current_context().get_memory_info()[1]),
+        "nvidia_driver": _nvidia_driver(),
+        "cuda_driver_api": _cuda_version(lambda: cuda.cudadrv.driver.driver.get_version()),
+        "cuda_runtime": _cuda_version(lambda: cuda.runtime.get_version()),
+        "versions": {"numba": _version("numba"), "numba-cuda": _version("numba-cuda"),
+                     "torch": _version("torch"),
+                     "torch_cuda": getattr(getattr(torch, "version", None), "cuda", None),
+                     "cupy": _module_version("cupy")},
+    }
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["fastnn"] = fastnn_machine_info()
+    machine_info["fastnn"]["backends"] = {"timed": list(BACKENDS), "left_out": LEFT_OUT}
+    machine_info["fastnn"]["gpu"] = gpu_machine_info()
+
+
+def pytest_report_header(config):
+    """Which fastnn backends this run times, and why any is left out."""
+    lines = ["fastnn backends timed: " + ", ".join(BACKENDS)]
+    lines += [f"fastnn backend {name} not timed: {why}" for name, why in LEFT_OUT.items()]
+    return lines
 
 
 def _git(*args):

@@ -1,5 +1,6 @@
 """Turn a pytest-benchmark JSON (``--benchmark-json``) of the suites into the markdown
-report and the chart that ``python -m bench`` writes (``cpu.md``, ``cpu.png``).
+reports and the charts that ``python -m bench`` writes (``cpu.md``, ``cpu.png``, and
+where the run has cuda cases ``<gpu-name>.md`` and ``<gpu-name>.png``).
 
 Pure functions of the JSON dict, so they are tested without running any benchmark:
 
@@ -11,7 +12,11 @@ Pure functions of the JSON dict, so they are tested without running any benchmar
   the bytes each moves; ``gemms``: the step's GEMMs alone);
 - :func:`write_chart`: grouped bars of the time per training step per case and
   backend/peer, log scale (matplotlib, Agg); returns False when matplotlib is missing;
-- :func:`write_report`: both into a directory.
+- :func:`write_report`: both into a directory;
+- :func:`build_gpu_markdown` / :func:`write_gpu_report`: the CPU-vs-CUDA report of a
+  run with cuda cases (``<gpu-name>.md`` and ``.png``, named by :func:`gpu_slug`): the
+  GPU, driver and CUDA versions, and per case the cpu and cuda times, the cuda
+  speed-up over cpu and the GPU peers' time over cuda's (``torch_cuda``, ``cupy``).
 
 A peer that did not run (torch or scikit-learn not installed, a ``-k`` that left it
 out) shows as "–" and its targets as not measured.
@@ -22,9 +27,11 @@ from pathlib import Path
 
 REFERENCE = "cpu"                       # the backend every ratio is taken against
 FLOORS = ("gemms", "copy")              # peers that are floors, not competitors
-COLUMN_ORDER = ("numpy", "cpu", "cuda", "torch", "torch_foreach", "torch_fused",
-                "sklearn", "gemms", "copy")
+COLUMN_ORDER = ("numpy", "cpu", "cuda", "torch", "torch_cuda", "torch_foreach",
+                "torch_fused", "cupy", "sklearn", "gemms", "copy")
 DASH = "–"
+GPU_BACKEND = "cuda"                    # the backend of the CPU-vs-CUDA report
+GPU_PEERS = ("torch_cuda", "cupy")      # its peers on the GPU, each compared with it
 
 # family -> (title, suite, what its rows are)
 FAMILIES = {
@@ -216,11 +223,16 @@ def _table(header, rows):
     return "\n".join(lines)
 
 
+def _unit(groups):
+    """The time unit of a table: ms when every time is 10 ms or more, else µs."""
+    medians = [c["median"] for cases in groups.values() for c in cases.values()]
+    return "ms" if medians and min(medians) >= 0.01 else "µs"
+
+
 def family_table(groups):
     """The markdown table of one family: {group: {peer: case}}."""
     peers = _ordered_peers({p for cases in groups.values() for p in cases})
-    medians = [c["median"] for cases in groups.values() for c in cases.values()]
-    unit = "ms" if medians and min(medians) >= 0.01 else "µs"
+    unit = _unit(groups)
     others = [p for p in peers if p != REFERENCE and p not in FLOORS]
     has_floor = any(floor_time(cases) is not None for cases in groups.values())
     header = (["case"] + [f"{p} ({unit})" for p in peers]
@@ -290,6 +302,23 @@ def _environment_lines(data):
     return lines
 
 
+def _made_by(data, command):
+    """The "Made by" paragraph: the run's own command (recorded by the runner as
+    ``data["fastnn_bench_command"]``) first, then ``command`` if it differs."""
+    made = data.get("fastnn_bench_command") or command     # the run's own command
+    if not made:
+        return []
+    return [f"Made by `{made}`."
+            + (f"  (Report rebuilt by `{command}`.)" if command and command != made
+               else ""), ""]
+
+
+def _chart_lines(chart, alt):
+    if chart and chart.endswith(".png"):
+        return [f"![{alt}]({chart})", ""]
+    return [f"(Chart: {chart})", ""] if chart else []
+
+
 def build_markdown(data, chart=None, command=None):
     """The report as markdown.  ``chart``: the PNG's file name when one was written, or
     a sentence saying why not; ``command``: the command making this report (the run's
@@ -297,11 +326,7 @@ def build_markdown(data, chart=None, command=None):
     families = collect(data)
     groups = {g: cases for fam in families.values() for g, cases in fam.items()}
     out = ["# fastnn benchmarks: cpu backend against its peers", ""]
-    made = data.get("fastnn_bench_command") or command     # the run's own command
-    if made:
-        out += [f"Made by `{made}`."
-                + (f"  (Report rebuilt by `{command}`.)" if command and command != made
-                   else ""), ""]
+    out += _made_by(data, command)
     out += _environment_lines(data)
     out += ["", "Times are medians.  A ratio `X/cpu` above 1 means fastnn's cpu backend "
             "is that many times faster than X; `cpu/floor` is the cpu time over the "
@@ -312,10 +337,7 @@ def build_markdown(data, chart=None, command=None):
             _table(["target", "measured", "goal", "verdict"],
                    [(label, shown or DASH, goal, verdict)
                     for label, shown, goal, verdict in evaluate_targets(groups)]), ""]
-    if chart and chart.endswith(".png"):
-        out += [f"![time per training step]({chart})", ""]
-    elif chart:
-        out += [f"(Chart: {chart})", ""]
+    out += _chart_lines(chart, "time per training step")
     for fam in _ordered_families(families):
         title, suite, what = FAMILIES.get(fam, (fam, f"bench_{fam}.py", ""))
         out += [f"## {title}", "", f"`bench/{suite}`" + (f": {what}." if what else "."),
@@ -326,18 +348,127 @@ def build_markdown(data, chart=None, command=None):
     return "\n".join(out)
 
 
+# ---- the CPU-vs-CUDA report -----------------------------------------------------------
+GPU_CHART_PEERS = (GPU_BACKEND, REFERENCE) + GPU_PEERS   # cuda first: see chart_series
+# family -> what its GPU peers are, where that is not the family's general description
+GPU_NOTES = {
+    "dense": "`torch_cuda`: `torch.addmm` / `addmm_` + `mm`; `cupy`: `cupy.matmul` and "
+             "a bias add forward, two cuBLAS GEMMs backward",
+    "train": "`torch_cuda`: the same step in PyTorch on the GPU; `cupy`: the step's "
+             "GEMMs alone, one cuBLAS call each (the GPU's floor of a step, as `gemms` "
+             "is the CPU's)",
+}
+
+
+def _gpu(data):
+    return ((data.get("machine_info") or {}).get("fastnn") or {}).get("gpu") or {}
+
+
+def gpu_name(data):
+    """The name of the GPU the cuda cases ran on (recorded by bench/conftest.py)."""
+    return _gpu(data).get("name") or "GPU"
+
+
+def gpu_slug(name):
+    """The file name of a GPU's report: "NVIDIA H100 80GB HBM3" ->
+    "nvidia-h100-80gb-hbm3"."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
+
+
+def has_cuda(data):
+    """Whether the run has a measured cuda case."""
+    return any(GPU_BACKEND in cases for fam in collect(data).values()
+               for cases in fam.values())
+
+
+def cuda_table(groups):
+    """The CPU-vs-CUDA table of one family's groups that have a cuda case (None when
+    none has): cpu, cuda and GPU-peer times, the cuda speed-up (cpu time / cuda time)
+    and each GPU peer's time over cuda's (above 1: fastnn's cuda is faster)."""
+    groups = {g: cases for g, cases in groups.items() if GPU_BACKEND in cases}
+    if not groups:
+        return None
+    peers = [p for p in GPU_PEERS if any(p in cases for cases in groups.values())]
+    unit = _unit(groups)
+    header = (["case"] + [f"{p} ({unit})" for p in (REFERENCE, GPU_BACKEND, *peers)]
+              + [f"cuda speed-up ({REFERENCE}/{GPU_BACKEND})"]
+              + [f"{p}/{GPU_BACKEND}" for p in peers])
+    rows = []
+    for group, cases in groups.items():
+        row = [group] + [_fmt_time(_time(cases, p), unit)
+                         for p in (REFERENCE, GPU_BACKEND, *peers)]
+        row += [_fmt_ratio(ratio(cases, p, GPU_BACKEND)) for p in (REFERENCE, *peers)]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _gpu_lines(data):
+    """The GPU, its driver and CUDA versions, and the GPU stack's versions."""
+    gpu = _gpu(data)
+    versions = gpu.get("versions") or {}
+    cc, sms, mem = (gpu.get(k) for k in ("compute_capability", "multiprocessors",
+                                          "memory_bytes"))
+    about = ", ".join(x for x in (cc and f"compute capability {cc}",
+                                  sms and f"{sms} multiprocessors",
+                                  isinstance(mem, int) and f"{mem / 2 ** 30:.0f} GiB")
+                     if x)
+    stack = []
+    for k in ("numba", "numba-cuda", "torch", "cupy"):
+        v = versions.get(k)
+        stack.append(f"{k} {v}" if v else f"{k} not installed")
+        if k == "torch" and v and versions.get("torch_cuda"):
+            stack[-1] += f" (CUDA {versions['torch_cuda']})"
+    return [f"- GPU: {gpu_name(data)}" + (f" ({about})" if about else ""),
+            f"- NVIDIA driver {gpu.get('nvidia_driver') or DASH} (CUDA driver API "
+            f"{gpu.get('cuda_driver_api') or DASH}); CUDA runtime "
+            f"{gpu.get('cuda_runtime') or DASH} (the toolkit numba-cuda compiles with)",
+            "- GPU stack: " + ", ".join(stack)]
+
+
+def build_gpu_markdown(data, chart=None, command=None):
+    """The CPU-vs-CUDA report as markdown: one table per family of the groups with a
+    cuda case (``chart`` and ``command`` as for :func:`build_markdown`)."""
+    families = collect(data)
+    out = [f"# fastnn benchmarks: cuda backend on {gpu_name(data)} against cpu and "
+           "the GPU peers", ""]
+    out += _made_by(data, command)
+    env = _environment_lines(data)          # its first line is the date
+    out += env[:1] + _gpu_lines(data) + env[1:]
+    out += ["", "Times are medians; every timed call of a GPU case ends with a device "
+            "synchronisation (`numba.cuda.synchronize`, `torch.cuda.synchronize`, "
+            "CuPy's `Device.synchronize`) and its inputs are on the GPU before timing.  "
+            f"`cuda speed-up` is the {REFERENCE} time over the {GPU_BACKEND} time (above "
+            f"1: the GPU is faster); `X/{GPU_BACKEND}` is a GPU peer's time over "
+            f"fastnn's {GPU_BACKEND} time (above 1: fastnn is faster).  \"–\": not "
+            "measured here (peer not installed, or left out by `-k`).", ""]
+    out += _chart_lines(chart, "time per training step, cpu vs cuda")
+    for fam in _ordered_families(families):
+        table = cuda_table(families[fam])
+        if table is None:
+            continue
+        title, suite, _ = FAMILIES.get(fam, (fam, f"bench_{fam}.py", ""))
+        note = GPU_NOTES.get(fam)
+        out += [f"## {title}", "", f"`bench/{suite}`" + (f": {note}." if note else "."),
+                "", table, ""]
+    return "\n".join(out)
+
+
 # ---- the chart -------------------------------------------------------------------------
-def chart_series(data):
+def chart_series(data, peers=None):
     """(case labels, {peer: [seconds per training step or None per case]}) for the
     chart: the training-step groups (in the targets' order), then whole fits divided by
-    their optimizer steps."""
+    their optimizer steps.  ``peers``: only these, and only the groups where the first
+    of them ran (the GPU chart: the groups with a cuda case); default: all."""
     families = collect(data)
     train = families.get("train", {})
     order = [g for g in dict.fromkeys(t[1] for t in TARGETS) if g in train]
     order += [g for g in train if g not in order]
     cases = [(g, train[g], 1) for g in order]
-    for g, peers in families.get("sklearn", {}).items():
-        cases.append((g, peers, "steps"))
+    for g, group_peers in families.get("sklearn", {}).items():
+        cases.append((g, group_peers, "steps"))
+    if peers is not None:
+        cases = [(g, {p: c[p] for p in peers if p in c}, per)
+                 for g, c, per in cases if peers[0] in c]
     labels, series = [], {}
     peers = _ordered_peers({p for _, c, _ in cases for p in c})
     for group, peer_cases, per in cases:
@@ -356,11 +487,12 @@ def chart_series(data):
     return labels, series
 
 
-def write_chart(data, path):
-    """Grouped bars of the time per training step, log scale, into ``path`` (PNG).
+def write_chart(data, path, peers=None, title=None):
+    """Grouped bars of the time per training step, log scale, into ``path`` (PNG)
+    (``peers``: as :func:`chart_series`; ``title``: instead of the cpu report's).
     Returns False (and writes nothing) when matplotlib is missing or there is nothing
     to draw."""
-    labels, series = chart_series(data)
+    labels, series = chart_series(data, peers)
     if not labels:
         return False
     try:
@@ -387,7 +519,7 @@ def write_chart(data, path):
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel("µs per training step (median, log scale)")
     mi = (data.get("machine_info") or {}).get("fastnn") or {}
-    ax.set_title("fastnn training step vs peers, float32"
+    ax.set_title(title or "fastnn training step vs peers, float32"
                  + (f", {mi['threads']} threads" if mi.get("threads") else ""))
     ax.grid(axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8, ncol=min(n, 6))
@@ -403,11 +535,30 @@ def write_chart(data, path):
 def write_report(data, out_dir, name="cpu", command=None):
     """Write ``out_dir/<name>.md`` and (with matplotlib) ``out_dir/<name>.png``.
     Returns (markdown path, PNG path or None, markdown text)."""
+    return _write_files(data, out_dir, name, build_markdown, {}, command)
+
+
+def write_gpu_report(data, out_dir, command=None):
+    """Write the CPU-vs-CUDA report ``out_dir/<gpu>.md`` and ``<gpu>.png`` (``<gpu>``:
+    :func:`gpu_slug` of the GPU's name) when the run has cuda cases.  Returns (markdown
+    path, PNG path or None, markdown text), or None (writing nothing) without cuda
+    cases."""
+    if not has_cuda(data):
+        return None
+    chart = {"peers": GPU_CHART_PEERS,
+             "title": f"fastnn training step, cpu vs cuda on {gpu_name(data)}, float32"}
+    return _write_files(data, out_dir, gpu_slug(gpu_name(data)), build_gpu_markdown,
+                        chart, command)
+
+
+def _write_files(data, out_dir, name, build, chart_args, command):
+    """``out_dir/<name>.png`` (``write_chart(**chart_args)``) and ``<name>.md``
+    (``build``); see :func:`write_report`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"{name}.png"
     try:
-        drawn = write_chart(data, png)
+        drawn = write_chart(data, png, **chart_args)
         why = None if drawn else ("skipped: matplotlib is not installed"
                                   if not _has_matplotlib() else
                                   "skipped: no training-step results in this run")
@@ -415,7 +566,7 @@ def write_report(data, out_dir, name="cpu", command=None):
         drawn, why = False, f"skipped: {type(exc).__name__}: {exc}"
     if not drawn:
         png.unlink(missing_ok=True)   # no stale chart beside a new report
-    text = build_markdown(data, chart=png.name if drawn else why, command=command)
+    text = build(data, chart=png.name if drawn else why, command=command)
     md = out_dir / f"{name}.md"
     md.write_text(text + "\n", encoding="utf-8")
     return md, (png if drawn else None), text

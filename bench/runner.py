@@ -5,6 +5,10 @@ process (from the repository root, so the suites see the project's pytest settin
 then writes ``DIR/cpu.md`` (environment, the README's targets with measured ratios,
 one table per kernel family), ``DIR/cpu.png`` (time per training step, log scale;
 skipped without matplotlib) and ``DIR/cpu.json`` (the raw pytest-benchmark results).
+On a machine where the cuda backend ran on a real GPU it also writes
+``DIR/<gpu-name>.md`` and ``.png`` (e.g. ``nvidia-h100-80gb-hbm3.md``): the CPU-vs-CUDA
+report (GPU, driver and CUDA versions; per case the cuda speed-up over cpu and the
+ratios to PyTorch CUDA and CuPy/cuBLAS where installed).
 
     python -m bench                      # the full run (a few minutes)
     python -m bench --quick              # short timings: checks the pipeline
@@ -47,8 +51,9 @@ def build_parser(prog="python -m bench"):
     p = argparse.ArgumentParser(
         prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run fastnn's benchmark suites (bench/bench_*.py) against their "
-        "peers (PyTorch and scikit-learn when installed) and write a markdown report "
-        "and a chart.",
+        "peers (PyTorch and scikit-learn when installed; on a GPU, PyTorch CUDA and "
+        "CuPy when installed) and write a markdown report and a chart (and the "
+        "CPU-vs-CUDA ones, <gpu-name>.md and .png, when the cuda backend ran).",
         epilog="The machine should be otherwise idle for the full run: timings on a "
         "busy machine vary by tens of percent.")
     p.add_argument("--quick", action="store_true",
@@ -56,8 +61,9 @@ def build_parser(prog="python -m bench"):
                    f"{QUICK['min_rounds']} rounds per case, one round per whole fit): "
                    "checks the pipeline, not for quoting")
     p.add_argument("--out", metavar="DIR", type=Path, default=None,
-                   help=f"where to write cpu.md, cpu.png and cpu.json (default: "
-                   f"{DEFAULT_OUT.relative_to(ROOT)} in the source tree)")
+                   help=f"where to write cpu.md, cpu.png and cpu.json, and on a GPU "
+                   f"<gpu-name>.md and .png (default: {DEFAULT_OUT.relative_to(ROOT)} "
+                   "in the source tree)")
     p.add_argument("-k", metavar="EXPR", dest="keyword",
                    help="only the cases matching this pytest -k expression, e.g. "
                    "'64-128-10' or 'train or sklearn'")
@@ -125,10 +131,12 @@ def main(argv=None, prog="python -m bench"):
 
 def _write(data, out, command, status, prog):
     try:
-        md, png, _ = report.write_report(data, out, command=command)
+        written = [report.write_report(data, out, command=command),
+                   report.write_gpu_report(data, out, command=command)]
     except OSError as exc:
         print(f"{prog}: error: cannot write the report into {out}: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {md}" + (f" and {png}" if png else
-                           " (chart skipped: see the report)"))
+    for md, png, _ in filter(None, written):       # (no GPU report without cuda cases)
+        print(f"wrote {md}" + (f" and {png}" if png else
+                               " (chart skipped: see the report)"))
     return status

@@ -181,6 +181,93 @@ def test_cli_bench_outside_a_checkout(monkeypatch, capsys):
     assert err.count("\n") == 1 and "source checkout" in err
 
 
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+def with_cuda(data, gpu=H100):
+    """``data`` plus cuda cases (and the GPU peers on some groups), as a run on a GPU
+    machine records them: the GPU in machine_info["fastnn"]["gpu"]."""
+    b = data["benchmarks"]
+    # (group, family, cuda, torch_cuda or None, cupy or None) in µs
+    for group, family, cuda, tcuda, cupy in [
+            (train(32, "sgd"), "train", 120, 240, 48),       # cpu 300: 2.50x
+            (train(128, "adam"), "train", 130, None, None),   # cpu 1300: 10.00x
+            (train(32, "sgd", "64-128-10"), "train", 50, 75, None),   # cpu 25: 0.50x
+            ("activation_backward sigmoid 1024x512", "activations", 7, 14, None)]:
+        b.append(case(family, group, "cuda", cuda))
+        if tcuda:
+            b.append(case(family, group, "torch_cuda", tcuda))
+        if cupy:
+            b.append(case(family, group, "cupy", cupy))
+    data["machine_info"]["fastnn"]["gpu"] = {
+        "name": gpu, "compute_capability": "9.0", "multiprocessors": 132,
+        "memory_bytes": 80 * 2 ** 30, "nvidia_driver": "550.54.15",
+        "cuda_driver_api": "12.4", "cuda_runtime": "12.4",
+        "versions": {"numba": "0.68.1", "numba-cuda": "0.30.4", "torch": "2.13.0",
+                     "torch_cuda": "12.4", "cupy": None}}
+    return data
+
+
+def test_gpu_report(tmp_path):
+    """The CPU-vs-CUDA report of a run with cuda cases: its file names, rows, speed-ups
+    and ratios to the GPU peers; none without cuda cases (and cpu.md unchanged)."""
+    assert report.gpu_slug(H100) == "nvidia-h100-80gb-hbm3"
+    assert report.gpu_slug("Tesla V100-SXM2-16GB") == "tesla-v100-sxm2-16gb"
+    plain = synthetic()
+    assert not report.has_cuda(plain)
+    assert report.write_gpu_report(plain, tmp_path / "none") is None
+    assert not (tmp_path / "none").exists()
+
+    data = with_cuda(synthetic())
+    assert report.has_cuda(data)
+    md, png, text = report.write_gpu_report(data, tmp_path, command="python -m bench")
+    assert md == tmp_path / "nvidia-h100-80gb-hbm3.md" and md.read_text() == text + "\n"
+    assert png == tmp_path / "nvidia-h100-80gb-hbm3.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert f"cuda backend on {H100}" in text.splitlines()[0]
+    assert "2026-11-22" in text and "550.54.15" in text and "CUDA runtime 12.4" in text
+    assert "numba-cuda 0.30.4" in text and "torch 2.13.0 (CUDA 12.4)" in text
+    assert "cupy not installed" in text
+
+    header = row(text, "case")                  # the first table: training steps
+    assert header == ["case", "cpu (µs)", "cuda (µs)", "torch_cuda (µs)", "cupy (µs)",
+                      "cuda speed-up (cpu/cuda)", "torch_cuda/cuda", "cupy/cuda"]
+    cells = dict(zip(header, row(text, train(32, "sgd"))))
+    assert cells["cpu (µs)"] == "300" and cells["cuda (µs)"] == "120"
+    assert cells["cuda speed-up (cpu/cuda)"] == "2.50"
+    assert cells["torch_cuda/cuda"] == "2.00" and cells["cupy/cuda"] == "0.40"
+    cells = dict(zip(header, row(text, train(128, "adam"))))
+    assert cells["cuda speed-up (cpu/cuda)"] == "10.00" and cells["cupy/cuda"] == "–"
+    cells = dict(zip(header, row(text, train(32, "sgd", "64-128-10"))))
+    assert cells["cuda speed-up (cpu/cuda)"] == "0.50"      # the GPU slower: below 1
+    assert train(128, "sgd") not in text                      # no cuda case: no row
+    act = text.split("## Activations")[1]
+    assert "cupy" not in act.split("##")[0]                   # no empty peer column
+    cells = dict(zip(row(act, "case"), row(act, "activation_backward sigmoid 1024x512")))
+    assert cells["cuda speed-up (cpu/cuda)"] == "20.00"      # 140 / 7
+    assert cells["torch_cuda/cuda"] == "2.00"
+    assert "## Losses" not in text                            # no cuda case there
+
+    # the runner writes both reports; cpu.md is the same report as without a GPU
+    src = tmp_path / "run.json"
+    src.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    assert runner.main(["--from-json", str(src), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cpu.md", "cpu.png", "nvidia-h100-80gb-hbm3.md", "nvidia-h100-80gb-hbm3.png"]
+    assert "## Targets" in (out / "cpu.md").read_text()
+
+
+def test_cpu_report_unchanged_without_cuda():
+    """Runs without cuda cases give the same cpu.md whether or not their JSON records a
+    GPU (machine_info["fastnn"]["gpu"] is None there)."""
+    data = synthetic()
+    text = report.build_markdown(data, chart="cpu.png")
+    data["machine_info"]["fastnn"].update(gpu=None, backends={"timed": ["numpy", "cpu"],
+                                                               "left_out": {}})
+    assert report.build_markdown(data, chart="cpu.png") == text
+
+
 def test_runner_command_line():
     args = runner.build_parser().parse_args(["--quick", "-k", "train", "--min-rounds", "7"])
     cmd = runner.pytest_command(args, "/tmp/x.json")
