@@ -182,8 +182,10 @@ class _Gather:
         self.order = None
 
     def epoch(self, order):
-        """Set this epoch's sample order (a permutation, host array)."""
-        self.order = self.backend.dataset(order)
+        """Set this epoch's sample order (a permutation, host array): it goes where
+        the data set is."""
+        self.order = order if isinstance(self.X, np.ndarray) \
+            else self.backend.dataset(order)
 
     def __call__(self, lo, hi):
         k = hi - lo
@@ -340,9 +342,10 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, micro_batch_si
     model.optimizer, model.loss = opt, loss_fn
     rng = np.random.default_rng(seed)
     b = model.backend
-    # The data go to the backend once (GPU memory for cuda); per batch only kernels
-    # run, and the loss and accuracy add up in ``sums`` there, read when the progress
-    # bar is redrawn and at the end of each epoch.
+    # The data go to the backend once (GPU memory for cuda, when they fit there; else
+    # one batch at a time); per batch only kernels run, and the loss and accuracy add
+    # up in ``sums`` there, read when the progress bar is redrawn and at the end of
+    # each epoch.
     Xd, Td = b.dataset(X), b.dataset(target)
     if X_val is not None:
         X_val, val = b.dataset(X_val), (val[0], b.dataset(val[1]))

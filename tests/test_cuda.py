@@ -155,6 +155,28 @@ def test_fit_launches_and_reads_the_device_once_per_epoch(rng, monkeypatch):
     assert len(hist.loss) == 2 and np.isfinite(hist.loss).all()
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_fit_without_room_for_the_data_goes_batch_by_batch(shuffle, rng, monkeypatch):
+    """A data set that does not fit in GPU memory stays on the host and goes up one
+    batch at a time: the same training, bit for bit, as with the data on the GPU."""
+    X, y = rand(rng, (11, 6), np.float64), rng.integers(0, 3, 11)
+    Xv, yv = rand(rng, (4, 6), np.float64), rng.integers(0, 3, 4)
+    runs = []
+    for room in (True, False):
+        model = _net()
+        if not room:
+            monkeypatch.setattr(model.backend, "_free_memory", lambda: 0)
+            assert isinstance(model.backend.dataset(X), np.ndarray)
+        hist = model.fit(X, y, loss="cross_entropy", optimizer=fn.Adam(model, lr=0.01),
+                         epochs=2, batch_size=4, micro_batch_size=3, shuffle=shuffle,
+                         seed=5, validation_data=(Xv, yv), progress=False)
+        runs.append((model.to_numpy(model.flat_params), hist.history))
+        monkeypatch.undo()
+    (p_dev, h_dev), (p_host, h_host) = runs
+    np.testing.assert_array_equal(p_host, p_dev)
+    assert h_host == h_dev
+
+
 def test_device_inputs_are_used_in_place(rng):
     """A device array x (or grad) goes in without a copy and gives what the same
     values as a NumPy array give; wrong dtypes and shapes fail naming the argument."""

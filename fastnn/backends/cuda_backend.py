@@ -152,21 +152,38 @@ class CudaBackend(Backend):
         buf.copy_to_device(np.ascontiguousarray(x))
         return buf
 
+    # A data set goes to the GPU whole when it takes at most this share of the free
+    # GPU memory; a larger one stays on the host and goes up one batch at a time.
+    DATASET_SHARE = 0.5
+
+    def _free_memory(self):
+        try:
+            return self.cuda.current_context().get_memory_info()[0]
+        except NotImplementedError:           # (a pool allocator may not say)
+            return float("inf")
+
     def dataset(self, array):
-        """A whole data set (features or prepared targets) copied to the device once
-        (a device array is already there)."""
+        """A whole data set (features or prepared targets) copied to the device once,
+        when it fits (see DATASET_SHARE); else the host array itself, whose batches
+        :meth:`gather` and :meth:`stage` copy up one at a time.  A device array is
+        already there."""
         if not isinstance(array, np.ndarray):
             return array
-        try:
-            return self.cuda.to_device(np.ascontiguousarray(array))
-        except Exception as exc:
-            if "OUT_OF_MEMORY" in str(exc).upper() or "out of memory" in str(exc):
-                raise MemoryError(
-                    f"the training data ({array.nbytes / 2 ** 20:.0f} MiB) does not fit "
-                    f"in GPU memory next to the model: {exc}") from exc
-            raise
+        if array.nbytes > self.DATASET_SHARE * self._free_memory():
+            return array
+        return self.cuda.to_device(np.ascontiguousarray(array))
 
     def gather(self, x_src, y_src, idx, x_out, y_out):
+        if isinstance(x_src, np.ndarray):
+            # A data set left on the host: gather there, into host buffers kept per
+            # batch shape, and copy the batch up (one copy each for x and y).
+            for src, out, key in ((x_src, x_out, "gather_x"), (y_src, y_out, "gather_y")):
+                host = self.staged.get((key, out.shape))
+                if host is None:
+                    host = self.staged[(key, out.shape)] = np.empty(out.shape, src.dtype)
+                np.take(src, idx, axis=0, out=host, mode="clip")
+                out.copy_to_device(host)
+            return
         y_src2 = y_src.reshape((y_src.shape[0], 1)) if y_src.ndim == 1 else y_src
         y_out2 = y_out.reshape((y_out.shape[0], 1)) if y_out.ndim == 1 else y_out
         work = x_out.shape[0] * (x_out.shape[1] + y_out2.shape[1])
