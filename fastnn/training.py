@@ -185,7 +185,7 @@ class _Gather:
         """Set this epoch's sample order (a permutation, host array): it goes where
         the data set is."""
         self.order = order if isinstance(self.X, np.ndarray) \
-            else self.backend.dataset(order)
+            else self.backend.from_numpy(order)
 
     def __call__(self, lo, hi):
         k = hi - lo
@@ -207,7 +207,7 @@ def _evaluate(model, X, prepared, loss_fn, batch_size):
     kernel, target = prepared
     rule = ACCURACY.get(kernel)
     b = model.backend
-    X, target = b.dataset(X), b.dataset(target)
+    X, target = b.dataset(X, target)
     n = X.shape[0]
     sums = b.sums(2)
     counted = 0
@@ -346,9 +346,10 @@ def fit(model, X, y, *, loss, optimizer, epochs=1, batch_size=32, micro_batch_si
     # one batch at a time); per batch only kernels run, and the loss and accuracy add
     # up in ``sums`` there, read when the progress bar is redrawn and at the end of
     # each epoch.
-    Xd, Td = b.dataset(X), b.dataset(target)
+    Xd, Td = b.dataset(X, target)
     if X_val is not None:
-        X_val, val = b.dataset(X_val), (val[0], b.dataset(val[1]))
+        X_val, val_target = b.dataset(X_val, val[1])
+        val = (val[0], val_target)
     gather = _Gather(b, Xd, Td)
     bar = _Progress(progress, epochs, -(-n // batch_size))
     for epoch in range(epochs):

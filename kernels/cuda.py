@@ -21,9 +21,8 @@ What the kernels are:
   steps) in grid-stride loops over flat buffers;
 - row kernels (softmax, cross-entropy): one thread per row;
 - reductions (loss values, norms, and the accuracy's correct predictions, counted in
-  the loss kernel's own pass) summed per block in
-  shared memory, in float64, then added into a float64 device accumulator with one
-  atomic per block.  The order of those atomics varies between runs, so a loss value
+  the loss kernel's own pass) summed per block in shared memory, in float64, then
+  added into a float64 device accumulator with one atomic per block.  The order of those atomics varies between runs, so a loss value
   can differ between runs in its last bits (gradients do not: every gradient element
   is written by one thread in a fixed order).
 """

@@ -121,9 +121,11 @@ class Backend:
         into ``owner.staged[key]``; a host backend returns ``x``."""
         return x
 
-    def dataset(self, array):
-        """A whole (checked) data set, where batches are gathered from."""
-        return array
+    def dataset(self, *arrays):
+        """A whole (checked) data set's arrays, where batches are gathered from: a
+        tuple, in order (a device backend copies them up together, or leaves them
+        together on the host)."""
+        return arrays
 
     def gather(self, x_src, y_src, idx, x_out, y_out):
         """x_out[i] = x_src[idx[i]], y_out[i] = y_src[idx[i]]: a shuffled batch."""

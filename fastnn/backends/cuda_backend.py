@@ -55,6 +55,8 @@ class CudaBackend(Backend):
         self.K = K
         self.simulated = K.SIMULATED
         # Small grids are the point on small models, not an accident to warn about.
+        # (numba has one switch for this, process-wide: it is off once a cuda
+        # backend exists.)
         numba.config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
         self.launches = 0
         if self.simulated:
@@ -65,7 +67,8 @@ class CudaBackend(Backend):
             name = dev.name
             self.device_name = name.decode() if isinstance(name, bytes) else str(name)
         self._scratch = self.cuda.device_array(2, np.float64)
-        self.staged = {}     # staging buffers of Loss.forward's host targets
+        self.staged = {}     # staging buffers: backend.loss's host targets, and the
+        #                      host side of batches gathered from a host data set
 
     # -- launches ------------------------------------------------------------------
     def _launch(self, kernel, work, *args):
@@ -162,16 +165,19 @@ class CudaBackend(Backend):
         except NotImplementedError:           # (a pool allocator may not say)
             return float("inf")
 
-    def dataset(self, array):
-        """A whole data set (features or prepared targets) copied to the device once,
-        when it fits (see DATASET_SHARE); else the host array itself, whose batches
-        :meth:`gather` and :meth:`stage` copy up one at a time.  A device array is
-        already there."""
-        if not isinstance(array, np.ndarray):
-            return array
-        if array.nbytes > self.DATASET_SHARE * self._free_memory():
-            return array
-        return self.cuda.to_device(np.ascontiguousarray(array))
+    def dataset(self, *arrays):
+        """A data set's arrays (features and prepared targets) copied to the device
+        once, when together they fit (see DATASET_SHARE); else the host arrays
+        themselves, whose batches :meth:`gather` and :meth:`stage` copy up one at a
+        time.  Device arrays are already there."""
+        host = [a for a in arrays if isinstance(a, np.ndarray)]
+        if sum(a.nbytes for a in host) > self.DATASET_SHARE * self._free_memory():
+            if len(host) != len(arrays):
+                raise ValueError("a data set must be all on the host or all on the "
+                                 "GPU when it does not fit in GPU memory")
+            return arrays
+        return tuple(self.cuda.to_device(np.ascontiguousarray(a))
+                     if isinstance(a, np.ndarray) else a for a in arrays)
 
     def gather(self, x_src, y_src, idx, x_out, y_out):
         if isinstance(x_src, np.ndarray):
