@@ -21,10 +21,10 @@ What the kernels are:
   steps) in grid-stride loops over flat buffers;
 - row kernels (softmax, cross-entropy): one thread per row;
 - reductions (loss values, norms, and the accuracy's correct predictions, counted in
-  the loss kernel's own pass) summed per block in shared memory, in float64, then
-  added into a float64 device accumulator with one atomic per block.  The order of those atomics varies between runs, so a loss value
-  can differ between runs in its last bits (gradients do not: every gradient element
-  is written by one thread in a fixed order).
+  the loss kernel's own pass) in float64: per block in shared memory, then the last
+  block to finish combines the blocks' totals in block order (:func:`deposit`), so a
+  loss value or a gradient norm is the same on every run, like every gradient element
+  (each written by one thread in a fixed order).
 """
 import math
 import types
@@ -38,7 +38,7 @@ from .formulas import OPTIMIZER_STATES, formulas
 SIMULATED = bool(numba.config.ENABLE_CUDASIM)
 
 # Slots of the templates (bound by specialise; these placeholders are never used).
-f = df = EPILOGUE = exp = reduce = add_sums = row_label = block_max = combine = None
+f = df = EPILOGUE = exp = reduce = reduce_a = deposit = row_label = combine = None
 DT = numba.float32
 TX = TY = RM = RN = BK = BM = BN = BMP = BNP = NT = 1
 TRANS_A = TRANS_B = False
@@ -291,8 +291,8 @@ def larger(x, y):
     return max(x, y)
 
 
-def elementwise_loss(out, target, grad, param, norm, sums, weight, out_cut, target_cut,
-                     count):
+def elementwise_loss(out, target, grad, param, norm, sums, parts, done, weight, out_cut,
+                     target_cut, count):
     """grad = f'(out, target) * norm; sums[0] += weight * norm * sum f(out, target).
     With ``count``, also sums[1] += the elements where (out > out_cut) ==
     (target > target_cut): the accuracy of the binary losses, in the same pass."""
@@ -305,16 +305,39 @@ def elementwise_loss(out, target, grad, param, norm, sums, weight, out_cut, targ
         grad[i] = d * norm
         if count and (o > out_cut) == (t > target_cut):
             hits += 1.0
-    add_sums(sums, part * norm * weight, hits)
+    deposit(sums, parts, done, part * norm * weight, hits)
 
 
-def add_sums(sums, value, hits):
-    """sums[0] += the block's total of ``value``, sums[1] += that of ``hits``."""
-    total = reduce(value)
-    correct = reduce(hits)
-    if cuda.threadIdx.x == 0:
-        cuda.atomic.add(sums, 0, total)
-        cuda.atomic.add(sums, 1, correct)
+def deposit(sums, parts, done, a, b):
+    """sums[0] = combine(sums[0], the grid's combine of ``a``) (a sum, or a max of
+    values >= 0) and sums[1] += the grid's sum of ``b``, the same bits on every run:
+    each block leaves its two totals in ``parts`` (2 per block); the last block to
+    finish, told by the ``done`` counter, combines them in block order and resets the
+    counter for the next launch.  (Atomic adds into ``sums`` would add the blocks in
+    whatever order they finish.)"""
+    ta = reduce_a(a)
+    tb = reduce(b)
+    last = cuda.shared.array(1, numba.int32)
+    t = cuda.threadIdx.x
+    blocks = cuda.gridDim.x
+    if t == 0:
+        parts[2 * cuda.blockIdx.x] = ta
+        parts[2 * cuda.blockIdx.x + 1] = tb
+        cuda.threadfence()               # the totals are visible before the count
+        last[0] = cuda.atomic.add(done, 0, 1) == blocks - 1
+    cuda.syncthreads()
+    if last[0]:
+        pa = 0.0
+        pb = 0.0
+        for i in range(t, blocks, NT):   # each thread: blocks t, t + NT, ... in order
+            pa = combine(pa, parts[2 * i])
+            pb += parts[2 * i + 1]
+        ta = reduce_a(pa)
+        tb = reduce(pb)
+        if t == 0:
+            sums[0] = combine(sums[0], ta)
+            sums[1] += tb
+            done[0] = 0
 
 
 def row_label(t, r):
@@ -328,7 +351,7 @@ def row_label(t, r):
     return label
 
 
-def cross_entropy_labels(z, labels, grad, param, norm, sums, weight):
+def cross_entropy_labels(z, labels, grad, param, norm, sums, parts, done, weight):
     """Softmax cross-entropy, integer labels (rows x 1): grad = (softmax - onehot) *
     norm; sums[1] += the rows whose argmax is the label (the accuracy, same pass)."""
     part = 0.0
@@ -343,10 +366,10 @@ def cross_entropy_labels(z, labels, grad, param, norm, sums, weight):
         part += math.log(s) + (m - z[r, y])
         if best == y:
             hits += 1.0
-    add_sums(sums, part * norm * weight, hits)
+    deposit(sums, parts, done, part * norm * weight, hits)
 
 
-def cross_entropy_probs(z, t, grad, param, norm, sums, weight):
+def cross_entropy_probs(z, t, grad, param, norm, sums, parts, done, weight):
     """Cross-entropy against class probabilities: (softmax * sum(t) - t) * norm; the
     accuracy against the probabilities' argmax."""
     part = 0.0
@@ -364,35 +387,24 @@ def cross_entropy_probs(z, t, grad, param, norm, sums, weight):
             grad[r, j] = grad[r, j] * k - t[r, j] * norm
         if best == row_label(t, r):
             hits += 1.0
-    add_sums(sums, part * norm * weight, hits)
+    deposit(sums, parts, done, part * norm * weight, hits)
 
 
-def norm_parts(x, order, sums):
-    """sums[0] += sum |x|^order (order 2: squares; order 0 stands for inf: the max);
-    sums[1] += the number of NaNs, which no atomic max would keep."""
+def norm_parts(x, order, sums, parts, done):
+    """sums[0] += sum |x|^order in float64 (order 2: squares; with ``combine`` a max,
+    the kernel for order inf: max |x|); sums[1] += the number of NaNs (a max would
+    drop them)."""
     part = 0.0
     nans = 0.0
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
         v = abs(numba.float64(x[i]))
         if v != v:
             nans += 1.0
-        elif order == 0.0:
-            part = max(part, v)
         elif order == 2.0:
-            part += v * v
+            part = combine(part, v * v)
         else:
-            part += v ** order
-    n = reduce(nans)
-    if order == 0.0:
-        top = block_max(part)           # (part >= 0 and never NaN: NaNs are counted)
-        if cuda.threadIdx.x == 0:
-            cuda.atomic.max(sums, 0, top)
-    else:
-        total = reduce(part)
-        if cuda.threadIdx.x == 0:
-            cuda.atomic.add(sums, 0, total)
-    if cuda.threadIdx.x == 0:
-        cuda.atomic.add(sums, 1, n)
+            part = combine(part, v if order == 0.0 else v ** order)
+    deposit(sums, parts, done, part, nans)
 
 
 # ---- optimizer steps: one launch over the flat buffers ---------------------------
@@ -455,15 +467,17 @@ def _device(template, tag, **slots):
     return _built[key]
 
 
-def _reducers():
-    """The block reductions the reducing kernels call: ``reduce`` (sum),
-    ``block_max``, and ``add_sums`` (two sums into the accumulator)."""
-    reduce = _device(block_reduce, f"sum_nt{BLOCK}", NT=BLOCK,
-                     combine=_device(add, "any"))
-    return dict(reduce=reduce,
-                block_max=_device(block_reduce, f"max_nt{BLOCK}", NT=BLOCK,
-                                  combine=_device(larger, "any")),
-                add_sums=_device(add_sums, f"nt{BLOCK}", reduce=reduce))
+def _reducers(kind="sum"):
+    """The reductions a reducing kernel calls: ``reduce`` (a block's sum), and
+    ``deposit`` (into the accumulator) whose first value is combined by ``kind``
+    ("sum" or "max"), as is that kernel's own ``combine``."""
+    combines = {"sum": _device(add, "any"), "max": _device(larger, "any")}
+    blocks = {k: _device(block_reduce, f"{k}_nt{BLOCK}", NT=BLOCK, combine=c)
+              for k, c in combines.items()}
+    return dict(reduce=blocks["sum"], combine=combines[kind],
+                deposit=_device(deposit, f"{kind}_nt{BLOCK}", NT=BLOCK,
+                                reduce=blocks["sum"], reduce_a=blocks[kind],
+                                combine=combines[kind]))
 
 
 def kernel(kind, name, dtype):
@@ -497,8 +511,8 @@ def kernel(kind, name, dtype):
     elif kind == "optimizer":
         k = specialise(_OPTIMIZER_STEPS[len(OPTIMIZER_STATES[name])], tag,
                        f=getattr(F, name))
-    elif kind == "norm":
-        k = specialise(norm_parts, tag, **_reducers())
+    elif kind == "norm":                  # name: "sum" (finite orders) or "max" (inf)
+        k = specialise(norm_parts, tag, **_reducers(name))
     else:
         k = specialise({"fill": fill, "scale": scale, "gather": gather_rows}[kind], tag)
     _built[key] = k

@@ -28,6 +28,7 @@ def cases(dt):
     s = numba.from_dtype(np.dtype(dt))
     A1, A2, I1, I2 = array(dt, 1), array(dt, 2), array(np.intp, 1), array(np.intp, 2)
     acc = array(np.float64, 1)
+    red = (acc, acc, array(np.int32, 1))     # sums, per-block parts, blocks done
     # every tiling with one epilogue, every epilogue with one tiling (a tiling
     # changes constants, not typing; the big tilings take seconds each to compile)
     for tiling in K.LARGEST_FIRST:
@@ -42,16 +43,18 @@ def cases(dt):
         if act != "softmax":
             yield K.kernel("bias_backward", act, dt), (A2, A2, A2, A2, A1, s)
     for loss in K.ELEMENT_LOSSES:
-        yield K.kernel("loss", loss, dt), (A1, A1, A1, s, s, acc, T.float64, s, s,
+        yield K.kernel("loss", loss, dt), (A1, A1, A1, s, s, *red, T.float64, s, s,
                                            T.boolean)
-    yield K.kernel("loss", "cross_entropy", dt), (A2, I2, A2, s, s, acc, T.float64)
-    yield K.kernel("loss", "cross_entropy_probs", dt), (A2, A2, A2, s, s, acc, T.float64)
+    yield K.kernel("loss", "cross_entropy", dt), (A2, I2, A2, s, s, *red, T.float64)
+    yield K.kernel("loss", "cross_entropy_probs", dt), (A2, A2, A2, s, s, *red,
+                                                        T.float64)
     for rule, states in OPTIMIZER_STATES.items():
         hyper = T.UniTuple(s, len(rule_scalars(rule)))
         yield K.kernel("optimizer", rule, dt), (A1, A1) + (A1,) * len(states) + (hyper,)
     yield K.kernel("fill", None, dt), (A1, s)
     yield K.kernel("scale", None, dt), (A1, s)
-    yield K.kernel("norm", None, dt), (A1, T.float64, acc)
+    for kind in ("sum", "max"):
+        yield K.kernel("norm", kind, dt), (A1, T.float64, *red)
     for labels in (I2, A2):
         yield K.kernel("gather", None, dt), (A2, labels, I1, A2, labels)
 

@@ -194,6 +194,26 @@ def test_device_inputs_are_used_in_place(rng):
         _net("cpu").forward(xd)
 
 
+def test_reductions_are_the_same_on_every_run(cu, rng):
+    """Loss values and gradient norms combine the blocks' totals in block order (the
+    last block to finish does it), not in the order atomics land: repeated runs agree
+    to the bit, and every launch finds the blocks-done counter reset."""
+    n = 33 if CUDA_SIMULATED else 3_000_001           # several blocks either way
+    x = cu.from_numpy(rand(rng, n, np.float32))
+    norms = {order: {cu.vector_norm(x, order) for _ in range(3)}
+             for order in (2.0, 3.5, np.inf)}
+    assert all(len(v) == 1 for v in norms.values()), norms
+    out = rand(rng, (n // 3, 3), np.float32)
+    t = rand(rng, (n // 3, 3), np.float32)
+    grad = cu.from_numpy(poisoned(out.shape, np.float32))
+    o, td = cu.from_numpy(out), cu.from_numpy(t)
+    values = {cu.loss("huber", o, td, grad, 0.7, 1.0 / out.size) for _ in range(3)}
+    assert len(values) == 1
+    want = np.where(np.abs(out - t) < 0.7, 0.5 * (out - t) ** 2,
+                    0.7 * (np.abs(out.astype(np.float64) - t) - 0.35)).mean()
+    assert values.pop() == pytest.approx(want, rel=1e-5)
+
+
 # -- availability ---------------------------------------------------------------------
 def test_missing_package_is_named(monkeypatch):
     from fastnn.backends import cuda_backend

@@ -67,6 +67,11 @@ class CudaBackend(Backend):
             name = dev.name
             self.device_name = name.decode() if isinstance(name, bytes) else str(name)
         self._scratch = self.cuda.device_array(2, np.float64)
+        # The reductions' per-block totals and their "blocks done" counter (see
+        # kernels.cuda.deposit): shared by every reducing launch, one at a time on the
+        # stream; the kernel that finishes a reduction resets the counter.
+        self._parts = self.cuda.device_array(2 * K.MAX_BLOCKS, np.float64)
+        self._done = self.cuda.to_device(np.zeros(1, np.int32))
         self.staged = {}     # staging buffers: backend.loss's host targets, and the
         #                      host side of batches gathered from a host data set
 
@@ -295,7 +300,7 @@ class CudaBackend(Backend):
     def loss_sum(self, name, out, target, grad, param, norm, sums, weight, rule=None):
         # The accuracy is counted by the loss kernel itself (one launch for both).
         F = out.dtype.type
-        args = (F(param), F(norm), sums, float(weight))
+        args = (F(param), F(norm), sums, self._parts, self._done, float(weight))
         kern = self._kernel("loss", name, out.dtype)
         if name in self.K.ROW_LOSSES:
             t = target.reshape((target.shape[0], 1)) if target.ndim == 1 else target
@@ -322,7 +327,8 @@ class CudaBackend(Backend):
         scratch.copy_to_device(np.zeros(2))
         flat = self._flat(buf)
         code = 0.0 if order == math.inf else float(order)
-        self._launch(self._kernel("norm", None, buf.dtype), flat.size, flat, code, scratch)
+        kern = self._kernel("norm", "max" if order == math.inf else "sum", buf.dtype)
+        self._launch(kern, flat.size, flat, code, scratch, self._parts, self._done)
         total, nans = scratch.copy_to_host()
         if nans:
             return math.nan
