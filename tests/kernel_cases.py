@@ -61,6 +61,16 @@ class OnHost:
         return call
 
 
+def shares_memory(part, whole):
+    """Whether backend array ``part`` lies inside ``whole``: by their device pointers
+    for CUDA arrays (NumPy would compare host copies), else as NumPy arrays (the
+    simulator's arrays wrap NumPy ones)."""
+    if hasattr(part, "__cuda_array_interface__"):
+        lo = whole.__cuda_array_interface__["data"][0]
+        return lo <= part.__cuda_array_interface__["data"][0] < lo + whole.nbytes
+    return np.shares_memory(part, whole)
+
+
 def backend_on_host(name):
     """The backend ``name``, callable with NumPy arrays (see :class:`OnHost`)."""
     be = fn.get_backend(name)
