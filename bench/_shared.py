@@ -55,15 +55,12 @@ def normal(gen, shape, scale=1.0):
 
 # ---- timing device work ----------------------------------------------------------------
 def device_wait(be):
-    """What waits until the work ``be`` queued is done, or None for a host backend.
+    """What waits until the work ``be`` queued is done (the backend's
+    ``synchronize``), or None for a host backend.
 
     Kernel launches on the cuda backend return before the GPU has run them, so a timed
     call that does not wait at its end would time the launches only (and the next
     round would queue behind the last one)."""
-    if be.name == "cuda":
-        from numba import cuda        # only where the cuda backend loaded: numba-cuda
-
-        return cuda.synchronize
     return getattr(be, "synchronize", None)
 
 

@@ -108,3 +108,11 @@ def poisoned(shape, dtype):
 def tol(dtype):
     """(rtol, atol) for a float32/float64 result against the float64 reference."""
     return (2e-5, 2e-6) if np.dtype(dtype) == np.float32 else (1e-11, 1e-13)
+
+
+def close(got, want, dtype, scale=1.0):
+    """A kernel's output against the reference, at ``tol(dtype)`` (atol times
+    ``scale``: the number of terms summed); an unwritten (NaN) element fails."""
+    rtol, atol = tol(dtype)
+    assert not np.isnan(got).any(), "kernel left NaN (unwritten output?)"
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * scale)

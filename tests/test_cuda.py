@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastnn as fn
-from kernel_cases import BACKENDS, CUDA_SIMULATED, poisoned, rand, tol
+from kernel_cases import BACKENDS, CUDA_SIMULATED, close, poisoned, rand
 
 pytestmark = pytest.mark.skipif(
     "cuda" not in BACKENDS,
@@ -25,12 +25,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 @pytest.fixture
 def cu():
     return fn.get_backend("cuda")
-
-
-def close(got, want, dtype, scale=1.0):
-    rtol, atol = tol(dtype)
-    assert not np.isnan(got).any(), "kernel left NaN (unwritten output?)"
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * scale)
 
 
 # -- GEMM -----------------------------------------------------------------------------

@@ -5,13 +5,8 @@ import pytest
 
 import fastnn as fn
 from fastnn.kernels.formulas import OPTIMIZER_STATES
-from kernel_cases import DTYPES, SHAPES, poisoned, rand, rule_scalars, small_enough, tol
-
-
-def close(got, want, dtype, scale=1.0):
-    rtol, atol = tol(dtype)
-    assert not np.isnan(got).any(), "kernel left NaN (unwritten output?)"
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * scale)
+from kernel_cases import (DTYPES, SHAPES, close, poisoned, rand, rule_scalars,
+                          small_enough, tol)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -100,6 +100,25 @@ class CudaBackend(Backend):
     def _flat(x):
         return x.reshape(x.size) if x.ndim != 1 else x
 
+    @staticmethod
+    def _rows(x):
+        """A 1-D array (labels) as one column, for kernels that read rows."""
+        return x.reshape((x.shape[0], 1)) if x.ndim == 1 else x
+
+    def _activation(self, kind, name, *arrays):
+        """The activation kernel ``kind`` ("forward" or "delta") over ``arrays``:
+        softmax row by row, the elementwise ones over the flat buffers."""
+        kern = self._kernel(kind, name, arrays[0].dtype)
+        if name == "softmax":
+            self._launch(kern, arrays[0].shape[0], *arrays)
+        else:
+            self._launch(kern, arrays[0].size, *(self._flat(v) for v in arrays))
+
+    def synchronize(self):
+        """Wait until the GPU has done the work queued so far (launches return
+        before it has)."""
+        self.cuda.synchronize()
+
     # -- arrays --------------------------------------------------------------------
     def is_array(self, x):
         """Whether ``x`` is a device array this backend computes on in place."""
@@ -186,20 +205,22 @@ class CudaBackend(Backend):
 
     def gather(self, x_src, y_src, idx, x_out, y_out):
         if isinstance(x_src, np.ndarray):
-            # A data set left on the host: gather there, into host buffers kept per
-            # batch shape, and copy the batch up (one copy each for x and y).
+            # A data set left on the host: gather there (as a host backend does),
+            # into host buffers kept per batch shape, and copy the batch up.
+            hosts = []
             for src, out, key in ((x_src, x_out, "gather_x"), (y_src, y_out, "gather_y")):
                 host = self.staged.get((key, out.shape))
                 if host is None:
                     host = self.staged[(key, out.shape)] = np.empty(out.shape, src.dtype)
-                np.take(src, idx, axis=0, out=host, mode="clip")
-                out.copy_to_device(host)
+                hosts.append(host)
+            super().gather(x_src, y_src, idx, *hosts)
+            x_out.copy_to_device(hosts[0])
+            y_out.copy_to_device(hosts[1])
             return
-        y_src2 = y_src.reshape((y_src.shape[0], 1)) if y_src.ndim == 1 else y_src
-        y_out2 = y_out.reshape((y_out.shape[0], 1)) if y_out.ndim == 1 else y_out
-        work = x_out.shape[0] * (x_out.shape[1] + y_out2.shape[1])
-        self._launch(self._kernel("gather", None, x_out.dtype), work, x_src, y_src2, idx,
-                     x_out, y_out2)
+        y_src, y_out = self._rows(y_src), self._rows(y_out)
+        work = x_out.shape[0] * (x_out.shape[1] + y_out.shape[1])
+        self._launch(self._kernel("gather", None, x_out.dtype), work, x_src, y_src, idx,
+                     x_out, y_out)
 
     # -- dense layers --------------------------------------------------------------
     def dense_forward(self, x, w, b, z):
@@ -211,28 +232,14 @@ class CudaBackend(Backend):
             self._gemm("delta", "linear", grad_z, w, grad_x, 1, grad_x, grad_x)
 
     def activation_forward(self, name, z, a):
-        if name == "softmax":
-            self._launch(self._kernel("forward", name, z.dtype), z.shape[0], z, a)
-        else:
-            self._launch(self._kernel("forward", name, z.dtype), z.size, self._flat(z),
-                         self._flat(a))
+        self._activation("forward", name, z, a)
 
     def activation_backward(self, name, z, a, grad_a, grad_z, grad_b, scale):
         if name == "softmax":
-            self._launch(self._kernel("delta", name, z.dtype), z.shape[0], z, a, grad_a,
-                         grad_z)
+            self._activation("delta", name, z, a, grad_a, grad_z)
             name, grad_a = "linear", grad_z     # then the bias sums over grad_z
         self._launch(self._kernel("bias_backward", name, z.dtype), z.shape[1], z, a,
                      grad_a, grad_z, grad_b, z.dtype.type(scale))
-
-    def _delta(self, name, z, a, grad_a, grad_z):
-        """grad_z = f'(z) * grad_a (softmax: its row product), no bias gradient."""
-        if name == "softmax":
-            self._launch(self._kernel("delta", name, z.dtype), z.shape[0], z, a, grad_a,
-                         grad_z)
-        else:
-            self._launch(self._kernel("delta", name, z.dtype), z.size, self._flat(z),
-                         self._flat(a), self._flat(grad_a), self._flat(grad_z))
 
     # -- whole-model passes --------------------------------------------------------
     # Forward: one GEMM per layer with bias and activation in its epilogue (softmax:
@@ -247,7 +254,7 @@ class CudaBackend(Backend):
             if act == "softmax":
                 self._gemm("forward", "linear", inp, layer.weight.data, z, 1,
                            layer.bias.data, z)
-                self._launch(self._kernel("forward", act, z.dtype), z.shape[0], z, a)
+                self._activation("forward", act, z, a)
             else:
                 self._gemm("forward", act, inp, layer.weight.data, a, 1, layer.bias.data,
                            z)
@@ -274,8 +281,9 @@ class CudaBackend(Backend):
         last = len(layers) - 1
         act = layers[last].activation
         gz = grad
-        if act != "linear":
-            self._delta(act, plan.z[last], plan.a[last], grad, plan.grad_z[last])
+        if act != "linear":     # dL/dZ = f'(Z) * dL/dA (no bias sums: the GEMM has them)
+            self._activation("delta", act, plan.z[last], plan.a[last], grad,
+                             plan.grad_z[last])
             gz = plan.grad_z[last]
         for i in range(last, -1, -1):
             inp = x if i == 0 else plan.a[i - 1]
@@ -287,7 +295,8 @@ class CudaBackend(Backend):
             if below == "softmax":
                 gx = plan.grad_x[i]
                 self._gemm("delta", "linear", gz, w, gx, 1, gx, gx)
-                self._delta(below, plan.z[i - 1], plan.a[i - 1], gx, plan.grad_z[i - 1])
+                self._activation("delta", below, plan.z[i - 1], plan.a[i - 1], gx,
+                                 plan.grad_z[i - 1])
             else:
                 self._gemm("delta", below, gz, w, plan.grad_z[i - 1], 1, plan.z[i - 1],
                            plan.a[i - 1])
@@ -303,8 +312,7 @@ class CudaBackend(Backend):
         args = (F(param), F(norm), sums, self._parts, self._done, float(weight))
         kern = self._kernel("loss", name, out.dtype)
         if name in self.K.ROW_LOSSES:
-            t = target.reshape((target.shape[0], 1)) if target.ndim == 1 else target
-            self._launch(kern, out.shape[0], out, t, grad, *args)
+            self._launch(kern, out.shape[0], out, self._rows(target), grad, *args)
             return out.shape[0] if rule else 0
         cuts = (F(0), F(0), False) if rule is None else (F(rule[1]), F(rule[2]), True)
         self._launch(kern, out.size, self._flat(out), self._flat(target),
