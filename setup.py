@@ -4,7 +4,7 @@ from setuptools import Extension, setup
 from Cython.Build import cythonize
 
 extensions = [
-    Extension("fastnn.kernels._blas", ["kernels/_blas.pyx"],
+    Extension("fastnn.kernels._dense", ["kernels/_dense.pyx"],
               extra_compile_args=["-O3"]),
 ]
 

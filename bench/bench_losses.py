@@ -4,7 +4,7 @@
 - ``cross_entropy``: softmax cross-entropy from logits with integer labels (mean over
   the 1024 rows);
 - ``mse``: mean squared error against a float32 target (mean over all elements);
-- ``bce_logits``: binary cross-entropy with logits against 0/1 targets (all elements).
+- ``bce_with_logits``: binary cross-entropy with logits against 0/1 targets (all elements).
 
 Cases, one table (``benchmark.group``) per loss: every fastnn backend of this machine,
 ``torch`` on the CPU and ``torch_cuda`` on a CUDA GPU (``F.cross_entropy`` /
@@ -14,7 +14,7 @@ leaf tensor, the value read with ``.item()``; skipped without torch, or a GPU) a
 uploaded once, before timing; the value read back ends each call on the host.
 
 Bytes (read + written): cross-entropy reads the logits (2 MiB) and the labels (1024
-intp) and writes the gradient (2 MiB); mse and bce_logits read the output and the
+intp) and writes the gradient (2 MiB); mse and bce_with_logits read the output and the
 target and write the gradient (3 x 2 MiB).
 
 Every case first checks one call's value and gradient against a float64 NumPy
@@ -29,10 +29,10 @@ from _shared import (BACKENDS, EW_ARRAY_BYTES, EW_COLS, EW_ROWS, EW_SIZE, F32,
                      synced, timed, to_torch, torch_peer_of)
 
 CASES = BACKENDS + tuple(TORCH_DEVICES) + ("copy",)
-NAMES = ("cross_entropy", "mse", "bce_logits")
+NAMES = ("cross_entropy", "mse", "bce_with_logits")
 LABEL_BYTES = EW_ROWS * np.dtype(np.intp).itemsize
 BYTES = {"cross_entropy": 2 * EW_ARRAY_BYTES + LABEL_BYTES,
-         "mse": 3 * EW_ARRAY_BYTES, "bce_logits": 3 * EW_ARRAY_BYTES}
+         "mse": 3 * EW_ARRAY_BYTES, "bce_with_logits": 3 * EW_ARRAY_BYTES}
 
 
 def _case(name):
@@ -70,7 +70,7 @@ def test_loss(benchmark, name, backend, describe, close, request):
         torch, device, wait = torch_peer_of(request, backend)
         F = torch.nn.functional
         fun = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss,
-               "bce_logits": F.binary_cross_entropy_with_logits}[name]
+               "bce_with_logits": F.binary_cross_entropy_with_logits}[name]
         ot, tt = to_torch(torch, device, out, target)
         ot.requires_grad_()
 

@@ -21,7 +21,7 @@ Cases, one table (``benchmark.group``) per (model, batch, optimizer):
   ``torch.optim.SGD``/``Adam`` with their defaults, ``loss.item()`` read each step
   (skipped without torch, or a GPU);
 - ``gemms``: the step's GEMMs alone through fastnn's own BLAS
-  (``fastnn.kernels._blas.gemm``): each layer's forward, each layer's grad_w (beta = 1),
+  (``fastnn.kernels._dense.gemm``): each layer's forward, each layer's grad_w (beta = 1),
   grad_x of every layer but the first.  The floor of a step: "cpu / gemms" is what the
   rest of the step (bias, activations, loss, optimizer, Python) costs on top;
 - ``cupy``: the same GEMMs on the GPU, each one cuBLAS call through CuPy (skipped
@@ -72,10 +72,10 @@ def _gemms_case(sizes, batch, xb, cupy=None):
     """(run, check, poison) of the step's GEMMs alone: through fastnn's BLAS, or with
     ``cupy`` through cuBLAS on GPU arrays (uploaded here, once)."""
     if cupy is None:
-        from fastnn.kernels import _blas
+        from fastnn.kernels import _dense
 
         fn.get_num_threads()                    # size the BLAS pool, as the cpu backend
-        gemm, up, down, wait = _blas.gemm, np.asarray, np.asarray, None
+        gemm, up, down, wait = _dense.gemm, np.asarray, np.asarray, None
     else:
         gemm, up, down = cupy_gemm(cupy), cupy.asarray, cupy.asnumpy
         wait = cupy.cuda.Device().synchronize

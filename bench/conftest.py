@@ -32,6 +32,7 @@ import pytest
 
 import fastnn as fn
 from fastnn import threads as fn_threads
+from fastnn.kernels.specs import SGDScalars
 
 from _shared import BACKENDS, LEFT_OUT
 
@@ -51,7 +52,8 @@ def _warm_numba():
     rng = np.random.default_rng(12345)
     p = rng.standard_normal(1 << 16).astype(np.float32)
     g = rng.standard_normal(1 << 16).astype(np.float32)
-    be.optimizer_step("sgd", p, g, (), (np.float32(1), np.float32(0), np.float32(0)))
+    one, zero = np.float32(1), np.float32(0)
+    be.optimizer_step("sgd", p, g, (), SGDScalars(sign=one, l2=zero, lr=zero))
 
 
 @pytest.fixture(scope="session")

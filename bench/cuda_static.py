@@ -13,7 +13,6 @@ here when no GPU is found), PTX through NVVM in a second process without the sim
 """
 import argparse
 import os
-import re
 import subprocess
 import sys
 
@@ -59,13 +58,14 @@ def launches(arch, batch):
 
 
 PTX_PROBE = """
-import re, numba, numpy as np
-from numba import cuda, types as T
+import numba, numpy as np
+from numba import cuda
 from fastnn.kernels import cuda as K
-A2, A1 = T.Array(numba.float32, 2, "C"), T.Array(numba.float32, 1, "C")
+v2, v1 = np.zeros((3, 4), np.float32), np.zeros(4, np.float32)
+sig = tuple(numba.typeof(a) for a in (v2, v2, np.float32(1), K.GemmForward(v2, v2, v1)))
 for tiling in K.LARGEST_FIRST:
     k = K.gemm_kernel("forward", "relu", np.float32, tiling)
-    ptx, _ = cuda.compile_ptx(k.py_func, (A2, A2, A2, numba.float32, A1, A2), cc=(9, 0))
+    ptx, _ = cuda.compile_ptx(k.py_func, sig, cc=(9, 0))
     tx, ty, rm, rn, bk = K.TILINGS[tiling]
     print(f"  {tiling}: tile {ty * rm}x{tx * rn}, {rm}x{rn} per thread, K step {bk}: "
           f"fma {ptx.count('fma.rn.f32')}, ld.shared {ptx.count('ld.shared')}, "

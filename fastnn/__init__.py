@@ -20,9 +20,11 @@ _atexit.register(_gc.freeze)
 _gc_was_enabled = _gc.isenabled()
 _gc.disable()
 try:
+    from ._version import __version__
     from .activations import ACTIVATIONS, INITS
     from .backends import available_backends, get_backend
-    from .layers import Dense, Parameter, Sequential
+    from .layers import Dense, Parameter
+    from .model import Sequential
     from .losses import (LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss,
                          HingeLoss, HuberLoss, KLDivLoss, L1Loss, Loss, MSELoss, get_loss)
     from . import optim
@@ -36,8 +38,6 @@ try:
 finally:
     if _gc_was_enabled:
         _gc.enable()
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS", "INITS", "LOSSES", "available_backends", "get_backend", "Dense",

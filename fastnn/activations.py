@@ -1,20 +1,13 @@
-"""The activation names every backend implements, and each one's default weight
-initialisation (He for the relu family, Glorot otherwise)."""
+"""Activation and weight-initialisation names as a layer accepts them.
+
+The activations themselves are the registry's (``fastnn.ACTIVATIONS`` is
+``fastnn.kernels.specs.ACTIVATIONS``: name -> its spec, with its default init); the
+initialisations are drawn here, in float64, from a NumPy generator."""
 import numpy as np
 
-# name -> default init
-ACTIVATIONS = {
-    "linear": "glorot_uniform",
-    "relu": "he_normal",
-    "leaky_relu": "he_normal",
-    "elu": "he_normal",
-    "sigmoid": "glorot_uniform",
-    "tanh": "glorot_uniform",
-    "softmax": "glorot_uniform",
-    "gelu": "he_normal",
-    "silu": "he_normal",
-    "softplus": "glorot_uniform",
-}
+from .kernels.specs import ACTIVATIONS, INIT_NAMES, lookup
+
+__all__ = ["ACTIVATIONS", "INITS", "activation_name", "init_name"]
 
 # init name -> f(rng, fan_in, fan_out) -> float64 array (fan_in, fan_out)
 INITS = {
@@ -24,18 +17,17 @@ INITS = {
     "glorot_uniform": lambda rng, i, o: rng.uniform(-np.sqrt(6.0 / (i + o)),
                                                     np.sqrt(6.0 / (i + o)), (i, o)),
 }
+assert tuple(INITS) == INIT_NAMES, "kernels.specs.INIT_NAMES and INITS disagree"
 
 
 def activation_name(activation):
-    name = "linear" if activation is None else activation
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; expected None or one of "
-                         f"{tuple(ACTIVATIONS)}")
-    return name
+    """The registry name of ``activation`` (None: linear; any case)."""
+    return "linear" if activation is None else lookup(ACTIVATIONS, activation,
+                                                      "activation", allow_none=True)
 
 
 def init_name(init, activation):
-    name = ACTIVATIONS[activation] if init is None else init
-    if name not in INITS:
-        raise ValueError(f"unknown init {init!r}; expected None or one of {tuple(INITS)}")
-    return name
+    """The init name of ``init`` (None: the activation's default; any case)."""
+    if init is None:
+        return ACTIVATIONS[activation].init
+    return lookup(INITS, init, "init", allow_none=True)

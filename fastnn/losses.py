@@ -1,62 +1,224 @@
-"""Loss functions: value and gradient computed together, in one pass, by the backend.
+"""Loss functions: value and gradient computed together.
 
 Definitions and mean reductions follow PyTorch's.  ``forward(output, target)`` returns
-the loss as a Python float and keeps d(loss)/d(output); ``backward()`` returns it (a
-backend array of the output's shape, overwritten by the next forward)."""
+the loss as a Python float and keeps d(loss)/d(output); ``backward()`` returns it (an
+array of the output's shape, overwritten by the next forward).
+
+The built-in losses each name a kernel of the registry (``fastnn.kernels.specs``):
+value and gradient in one compiled pass, on the backend of the output they are given
+(a NumPy output: the cpu backend; a CUDA device array: the cuda backend), unless a
+``backend`` was given.
+
+Writing your own loss: subclass :class:`Loss` and implement
+``value_and_grad(output, target)`` in NumPy::
+
+    class MeanFourth(fn.Loss):
+        def value_and_grad(self, output, target):      # NumPy arrays in
+            d = output - target
+            return (d ** 4).mean(), 4 * d ** 3 / d.size  # (mean loss, d loss / d output)
+
+``forward``, ``backward``, ``fit``, ``evaluate`` and the manual loop all use it: the
+output is handed over as a NumPy array (copied from the GPU on the cuda backend), the
+target as given to ``forward`` (in ``fit``: the rows of ``y``, floats converted once to
+the model's dtype, integers kept), and the gradient is converted to the output's dtype.
+The value must be the mean over the batch, so that ``fit``'s micro-batches add up to
+the batch (each is weighted by its share of rows).  A subclass of a built-in loss may
+also override ``forward`` (and call ``super().forward``): ``fit`` then calls it, and
+its ``backward``, for every micro-batch.
+"""
 import numpy as np
 
 from . import _checks
-from .backends import DEFAULT, get_backend
+from .backends import get_backend
+from .kernels import specs
+
+#: kernel name -> the built-in Loss class for it (filled as the classes are defined)
+LOSS_CLASSES = {}
+#: The public losses: name -> their registry entry (``fastnn.LOSSES``).
+LOSSES = specs.LOSSES
+
+
+def _values_in(target, argname, lo, hi):
+    if not (np.all(target >= lo) and np.all(target <= hi)):
+        raise ValueError(f"{argname} must lie in [{lo}, {hi}]")
+
+
+def _shaped(target, shape, dtype):
+    """A float target: exactly the output's shape and dtype (nothing is broadcast)."""
+    target = _checks.batch_array(target, "target", dtype, ndim=len(shape))
+    if target.shape != tuple(shape):
+        raise ValueError(f"target must have the output's shape {tuple(shape)}, got "
+                         f"{target.shape} (nothing is broadcast)")
+    return target
+
+
+def _labels(target, shape, dtype):
+    if not isinstance(target, np.ndarray) or target.ndim != 1:
+        raise ValueError("target must be integer labels of shape (batch,) or "
+                         "probabilities of shape (batch, classes), got "
+                         f"{getattr(target, 'shape', type(target).__name__)}")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"target labels must be integers, got dtype {target.dtype}")
+    if target.shape[0] != shape[0]:
+        raise ValueError(f"target must hold {shape[0]} labels, got {target.shape[0]}")
+    classes = shape[1]
+    if target.size and (target.min() < 0 or target.max() >= classes):
+        raise ValueError(f"target labels must lie in [0, {classes}), got values in "
+                         f"[{target.min()}, {target.max()}]")
+    return target.astype(np.intp, copy=False)
+
+
+def _signs(target, loss):
+    if not np.all((target == 1) | (target == -1)):
+        raise ValueError(f"target must hold only -1 and +1 for {loss}")
+
+
+def _nonnegative(target, loss):
+    if not np.all(target >= 0):
+        raise ValueError(f"target must hold probabilities (>= 0) for {loss}")
+
+
+# A registry target kind -> (whether a target is of that form: labels are 1-D, the rest
+# like the output; the check, returning the target as the kernel reads it).
+_TARGETS = {
+    "real": (lambda t: True, lambda t, s, d, loss: _shaped(t, s, d)),
+    "unit": (lambda t: True,
+             lambda t, s, d, loss: _values_in(_shaped(t, s, d), "target", 0, 1) or t),
+    "sign": (lambda t: True, lambda t, s, d, loss: _signs(_shaped(t, s, d), loss) or t),
+    "nonnegative": (lambda t: True,
+                    lambda t, s, d, loss: _nonnegative(_shaped(t, s, d), loss) or t),
+    "probabilities": (lambda t: getattr(t, "ndim", None) == 2,
+                      lambda t, s, d, loss: _nonnegative(_shaped(t, s, d), loss) or t),
+    "labels": (lambda t: True, lambda t, s, d, loss: _labels(t, s, d)),
+}
+# A registry output kind -> the check of the model's output (a host array)
+_OUTPUTS = {
+    "real": None,
+    "log_probability": None,
+    "probability": lambda out: _values_in(out, "output (probabilities)", 0, 1),
+}
 
 
 class Loss:
-    """Base class.  ``backend`` is the backend that computes the loss (default: the cpu
-    backend; ``fit`` uses the model's)."""
-    name = None            # the backend's kernel name
-    mean_over = "elements"  # PyTorch's reduction: all elements, or the batch
+    """Base class of every loss: a built-in one names its registry kernel
+    (``kernel``); a custom one implements :meth:`value_and_grad` (see the module's
+    documentation).  ``backend``: the backend that computes the loss; default None,
+    that of the output given (``fit`` and ``evaluate``: the model's)."""
+    #: the registry's loss kernel (``fastnn.kernels.specs.LOSS_KERNELS``); None for a
+    #: custom loss
+    kernel = None
 
-    def __init__(self, backend=DEFAULT):
-        self.backend = get_backend(backend)
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "kernel" in cls.__dict__ and cls.__module__ == __name__:
+            LOSS_CLASSES[cls.kernel] = cls
+
+    def __init__(self, backend=None):
+        cls = type(self)
+        if self.kernel is None and cls.value_and_grad is Loss.value_and_grad and (
+                cls.forward is Loss.forward or cls.backward is Loss.backward):
+            raise TypeError(f"{cls.__name__} must implement value_and_grad(output, "
+                            "target) (NumPy arrays in, (mean loss, gradient) out), or "
+                            "forward and backward, or subclass a built-in loss")
+        self.backend = None if backend is None else get_backend(backend)
         self.param = 0.0
         self._grad = None
-        self.staged = {}     # a device backend's copies of host targets
 
+    @property
+    def spec(self):
+        """The registry entry of the kernel (None for a custom loss)."""
+        return None if self.kernel is None else specs.LOSS_KERNELS[self.kernel]
+
+    @property
+    def fused(self):
+        """Whether the fused kernels compute this loss: a built-in loss whose
+        ``forward``, ``backward`` and ``value_and_grad`` are its own.  Otherwise
+        ``fit`` and ``evaluate`` call ``forward``/``backward`` per micro-batch (on the
+        cuda backend that copies each output to the host)."""
+        cls = type(self)
+        return self.kernel is not None and all(
+            getattr(cls, m) is getattr(Loss, m)
+            for m in ("forward", "backward", "value_and_grad", "__call__"))
+
+    def _backend_of(self, output):
+        if self.backend is not None:
+            return self.backend
+        if isinstance(output, np.ndarray):
+            return get_backend("cpu")
+        if hasattr(output, "__cuda_array_interface__"):
+            return get_backend("cuda")
+        raise TypeError(f"output must be a NumPy array or a CUDA device array (a "
+                        f"model's forward output), got {type(output).__name__}")
+
+    # -- targets -----------------------------------------------------------------
     def check_target(self, target, shape, dtype):
         """Validate ``target`` for outputs of ``shape`` and ``dtype``; return (kernel
-        name, target array).  No conversion: see :meth:`prepare_target`."""
-        target = _checks.batch_array(target, "target", dtype, ndim=len(shape))
-        if target.shape != tuple(shape):
-            raise ValueError(f"target must have the output's shape {tuple(shape)}, got "
-                             f"{target.shape} (nothing is broadcast)")
-        return self.name, target
-
-    def _check_output(self, out):
-        """Checks on the model's output itself (BCE: probabilities)."""
+        name, target array): the loss's kernel, or the variant whose target form this
+        is (cross-entropy against probabilities).  No conversion: see
+        :meth:`prepare_target`."""
+        if self.kernel is None:
+            return None, target
+        kernels = [self.spec] + [k for k in specs.LOSS_KERNELS.values()
+                                 if k.variant_of == self.kernel]
+        for k in kernels[1:]:
+            accepts, check = _TARGETS[k.target]
+            if accepts(target):
+                return k.name, check(target, shape, dtype, type(self).__name__)
+        accepts, check = _TARGETS[self.spec.target]
+        return self.kernel, check(target, shape, dtype, type(self).__name__)
 
     def prepare_target(self, y, rows, columns, dtype):
         """Convert a whole data set's targets (any real array-like) once to what
         :meth:`check_target` accepts, and validate every value: what ``fit`` does
         before training.  A 1-D ``y`` is taken as one column when the model has one
-        output.  Returns (kernel name, target array), as :meth:`check_target`."""
+        output; class labels (1-D, integer-valued) become integers.  Returns (kernel
+        name, target array), as :meth:`check_target`."""
         y = np.asarray(y)
         if y.dtype.kind not in "fiub":
             raise TypeError(f"y must hold real numbers, got dtype {y.dtype}")
+        if self.spec is not None and self.spec.target == "labels" and y.ndim == 1:
+            y = _checks.exact_cast(y, np.intp, "y (class labels)")
+            return self.check_target(y, (rows, columns), dtype)
         if y.ndim == 1 and columns == 1:
             y = y.reshape(-1, 1)
-        y = np.ascontiguousarray(y, dtype=dtype)
+        if self.kernel is None and y.dtype.kind in "iub":
+            y = np.ascontiguousarray(y, dtype=np.intp)
+        else:
+            y = np.ascontiguousarray(y, dtype=dtype)
         if not _checks.all_finite(y):
             raise ValueError("y contains NaN or inf")
+        if self.kernel is None and y.shape[0] != rows:
+            raise ValueError(f"y must hold {rows} rows (one per sample), got "
+                             f"{y.shape[0]}")
         return self.check_target(y, (rows, columns), dtype)
+
+    # -- the loss ----------------------------------------------------------------
+    def _norm(self, shape):
+        elements = self.spec is None or self.spec.reduction == "elements"
+        return 1.0 / (int(np.prod(shape)) if elements else shape[0])
+
+    def _check_output(self, backend, out):
+        check = _OUTPUTS[self.spec.output]
+        if check is not None:
+            # (on the cuda backend this reads the output back: a sync per batch)
+            check(out if isinstance(out, np.ndarray) else backend.to_numpy(out))
+
+    def value_and_grad(self, output, target):
+        """(mean loss, d loss / d output) for NumPy arrays: what a custom loss
+        implements.  For a built-in loss: its NumPy reference (``numpy`` backend),
+        what its kernels are tested against."""
+        kernel, target = self.check_target(target, output.shape, output.dtype)
+        grad = np.empty_like(output)
+        value = get_backend("numpy").loss(kernel, output, target, grad, self.param,
+                                          self._norm(output.shape))
+        return value, grad
 
     def forward(self, output, target):
         """The mean loss of ``output`` (batch, k) against ``target``; keeps the
         gradient for :meth:`backward`.  Returns a Python float (on the cuda backend
         that waits for the GPU: ``fit`` accumulates on the device instead).  Targets
         are validated on the host: a device-array target is copied down for that."""
-        b = self.backend
-        if not (b.is_array(output) or isinstance(output, np.ndarray)):
-            raise TypeError(f"output must be an array of the {b.name} backend (a "
-                            f"model's forward output), got {type(output).__name__}")
+        b = self._backend_of(output)
         dtype = _checks.dtype_of(output.dtype, "output dtype")
         out = b.batch(output, "output", dtype)
         if b.is_array(target) and not isinstance(target, np.ndarray):
@@ -65,35 +227,62 @@ class Loss:
                 and target.shape[0] != out.shape[0]:
             raise ValueError(f"output has {out.shape[0]} rows but target has "
                              f"{target.shape[0]}: batch sizes must match")
+        if not self.fused:
+            return self._forward_numpy(b, out, target)
         kernel, target = self.check_target(target, tuple(out.shape), out.dtype)
-        return self._forward_prepared(kernel, b.stage(out, self, "output"), target)
+        out = b.stage(out, self, "output")
+        self._check_output(b, out)
+        grad = self._grad_buffer(b, out)
+        return b.loss(kernel, out, b.stage(target, self, "target"), grad, self.param,
+                      self._norm(out.shape))
 
-    __call__ = forward
+    def __call__(self, output, target):
+        return self.forward(output, target)
 
-    def _prepared(self, out, target):
-        """The gradient buffer for ``out`` and ``target`` where the kernels read it."""
-        self._check_output(out)
-        if self._grad is None or self._grad.shape != out.shape \
-                or self._grad.dtype != out.dtype:
-            self._grad = self.backend.empty(out.shape, out.dtype)
-        norm = 1.0 / (out.size if self.mean_over == "elements" else out.shape[0])
-        return self.backend.stage(target, self, "target"), norm
+    def _forward_numpy(self, backend, out, target):
+        host = out if isinstance(out, np.ndarray) else backend.to_numpy(out)
+        value, grad = self.value_and_grad(host, target)
+        grad = np.asarray(grad)
+        if grad.shape != host.shape:
+            raise ValueError(f"{type(self).__name__}.value_and_grad returned a gradient "
+                             f"of shape {grad.shape}; expected the output's "
+                             f"{host.shape}")
+        self._grad = np.ascontiguousarray(grad, dtype=host.dtype)
+        return float(value)
 
-    def _forward_prepared(self, kernel, out, target):
-        """:meth:`forward` for a model output and a slice of targets that
-        :meth:`prepare_target` already validated: the output is still checked, the
-        targets not again."""
-        target, norm = self._prepared(out, target)
-        return self.backend.loss(kernel, out, target, self._grad, self.param, norm)
+    def _grad_buffer(self, backend, out):
+        g = self._grad
+        if g is None or g.shape != out.shape or g.dtype != out.dtype \
+                or not backend.is_array(g):
+            g = self._grad = backend.empty(out.shape, out.dtype)
+        return g
 
-    def _accumulate(self, kernel, out, target, sums, weight, rule=None):
-        """As :meth:`_forward_prepared`, adding ``weight`` times the loss into
-        ``sums[0]`` (a backend accumulator: no device sync) instead of returning it,
-        and with an accuracy ``rule`` the correct predictions into ``sums[1]``;
-        returns how many predictions were judged.  ``fit``'s inner loop."""
-        target, norm = self._prepared(out, target)
-        return self.backend.loss_sum(kernel, out, target, self._grad, self.param, norm,
-                                     sums, weight, rule)
+    def accumulate(self, backend, out, target, sums, weight, rule=None):
+        """``fit``'s and ``evaluate``'s hook, for a model output ``out`` on
+        ``backend`` and a slice of targets that :meth:`prepare_target` validated:
+        compute the loss and its gradient (for :meth:`backward`), add ``weight``
+        times the value into ``sums[0]`` and, with an accuracy ``rule``
+        (``specs.Argmax``/``specs.Threshold``), the correct predictions into
+        ``sums[1]``; return how many predictions were judged.  ``sums`` comes from
+        :meth:`sums`.  A fused loss does it all on ``backend`` (no device sync);
+        any other calls :meth:`forward` and adds on the host."""
+        if not self.fused:
+            sums[0] += weight * self.forward(out, target)
+            if rule is None:
+                return 0
+            host = get_backend("numpy")
+            return host.count_correct(rule, backend.to_numpy(out),
+                                      backend.to_numpy(target), sums, 1)
+        self._check_output(backend, out)
+        grad = self._grad_buffer(backend, out)
+        return backend.loss_sum(target_kernel(self, target), out,
+                                backend.stage(target, self, "target"), grad, self.param,
+                                self._norm(out.shape), sums, weight, rule)
+
+    def sums(self, backend):
+        """The accumulator :meth:`accumulate` adds into: ``backend.sums(2)`` for a fused
+        loss (device memory on the cuda backend), else host zeros."""
+        return backend.sums(2) if self.fused else np.zeros(2)
 
     def backward(self):
         """d(loss)/d(output) of the last forward."""
@@ -101,30 +290,42 @@ class Loss:
             raise RuntimeError("backward called before forward")
         return self._grad
 
+    def config(self):
+        """The loss as plain values (what a model file stores), or None for a custom
+        loss (not saved: give it again to ``evaluate`` after ``load``)."""
+        if type(self) is not LOSS_CLASSES.get(self.kernel):
+            return None
+        return {"type": self.kernel, "param": self.param if self.spec.param else None}
+
     def __repr__(self):
         return f"{type(self).__name__}()"
 
 
-def _values_in(target, argname, lo, hi):
-    if not (np.all(target >= lo) and np.all(target <= hi)):
-        raise ValueError(f"{argname} must lie in [{lo}, {hi}]")
+def target_kernel(loss, target):
+    """The kernel of ``loss`` for a prepared target: its variant for class
+    probabilities (2-D) where it has one."""
+    if getattr(target, "ndim", 1) == 2:
+        for k in specs.LOSS_KERNELS.values():
+            if k.variant_of == loss.kernel:
+                return k.name
+    return loss.kernel
 
 
 class MSELoss(Loss):
     """mean((output - target)^2) over all elements."""
-    name = "mse"
+    kernel = "mse"
 
 
 class L1Loss(Loss):
     """mean(|output - target|) over all elements."""
-    name = "l1"
+    kernel = "l1"
 
 
 class HuberLoss(Loss):
     """0.5 d^2 where |d| < delta, else delta (|d| - delta/2); mean over all elements."""
-    name = "huber"
+    kernel = "huber"
 
-    def __init__(self, delta=1.0, backend=DEFAULT):
+    def __init__(self, delta=1.0, backend=None):
         super().__init__(backend)
         self.param = _checks.real_number(delta, "delta", minimum=0.0, strict=True)
 
@@ -134,101 +335,49 @@ class HuberLoss(Loss):
 
 class BCELoss(Loss):
     """Binary cross-entropy of probabilities ``output`` in [0, 1] against targets in
-    [0, 1]; log terms clamped at -100 as in PyTorch.  Prefer BCEWithLogitsLoss."""
-    name = "bce"
-
-    def _check_output(self, out):
-        # (on the cuda backend this reads the output back: a sync per batch; prefer
-        # BCEWithLogitsLoss, which needs no check)
-        _values_in(self.backend.to_numpy(out) if not isinstance(out, np.ndarray)
-                   else out, "output (probabilities)", 0, 1)
-
-    def check_target(self, target, shape, dtype):
-        kernel, target = super().check_target(target, shape, dtype)
-        _values_in(target, "target", 0, 1)
-        return kernel, target
+    [0, 1]; log terms clamped at -100 as in PyTorch.  Prefer BCEWithLogitsLoss (on the
+    cuda backend, checking that outputs are probabilities reads them back per batch)."""
+    kernel = "bce"
 
 
 class BCEWithLogitsLoss(Loss):
     """Binary cross-entropy on logits: max(x, 0) - x t + log(1 + exp(-|x|)), stable for
     any logit; mean over all elements."""
-    name = "bce_logits"
+    kernel = "bce_with_logits"
 
 
 class HingeLoss(Loss):
     """mean(max(0, 1 - y s)) with labels y in {-1, +1}."""
-    name = "hinge"
-
-    def check_target(self, target, shape, dtype):
-        kernel, target = super().check_target(target, shape, dtype)
-        if not np.all((target == 1) | (target == -1)):
-            raise ValueError("target must hold only -1 and +1 for HingeLoss")
-        return kernel, target
+    kernel = "hinge"
 
 
 class KLDivLoss(Loss):
     """KL divergence, PyTorch's ``reduction='batchmean'``: ``output`` holds
     log-probabilities, ``target`` probabilities; sum(t (log t - output)) / batch."""
-    name = "kl_div"
-    mean_over = "batch"
-
-    def check_target(self, target, shape, dtype):
-        kernel, target = super().check_target(target, shape, dtype)
-        if not np.all(target >= 0):
-            raise ValueError("target must hold probabilities (>= 0) for KLDivLoss")
-        return kernel, target
+    kernel = "kl_div"
 
 
 class CrossEntropyLoss(Loss):
     """Softmax cross-entropy from logits (batch, classes), mean over the batch.
     ``target`` is either integer class labels (batch,) in [0, classes), or class
     probabilities of the logits' shape and dtype."""
-    name = "cross_entropy"
-    mean_over = "batch"
-
-    def check_target(self, target, shape, dtype):
-        if isinstance(target, np.ndarray) and target.ndim == 2:
-            kernel, target = super().check_target(target, shape, dtype)
-            if not np.all(target >= 0):
-                raise ValueError("target probabilities must be >= 0")
-            return "cross_entropy_probs", target
-        if not isinstance(target, np.ndarray) or target.ndim != 1:
-            raise ValueError("target must be integer labels of shape (batch,) or "
-                             "probabilities of shape (batch, classes), got "
-                             f"{getattr(target, 'shape', type(target).__name__)}")
-        if target.dtype.kind not in "iu":
-            raise TypeError(f"target labels must be integers, got dtype {target.dtype}")
-        if target.shape[0] != shape[0]:
-            raise ValueError(f"target must hold {shape[0]} labels, got {target.shape[0]}")
-        classes = shape[1]
-        if target.size and (target.min() < 0 or target.max() >= classes):
-            raise ValueError(f"target labels must lie in [0, {classes}), got values in "
-                             f"[{target.min()}, {target.max()}]")
-        return "cross_entropy", target.astype(np.intp, copy=False)
-
-    def prepare_target(self, y, rows, columns, dtype):
-        """Class labels (1-D, integer-valued: converted exactly to integers) or class
-        probabilities (2-D, converted to ``dtype``)."""
-        y = np.asarray(y)
-        if y.ndim == 2:
-            return super().prepare_target(y, rows, columns, dtype)
-        if y.ndim == 1 and y.dtype.kind in "fiub":
-            y = _checks.exact_cast(y, np.intp, "y (class labels)")
-        return self.check_target(y, (rows, columns), dtype)
+    kernel = "cross_entropy"
 
 
-LOSSES = {
-    "mse": MSELoss, "l1": L1Loss, "huber": HuberLoss, "bce": BCELoss,
-    "bce_with_logits": BCEWithLogitsLoss, "cross_entropy": CrossEntropyLoss,
-    "hinge": HingeLoss, "kl_div": KLDivLoss,
-}
+_missing = set(specs.LOSSES) - set(LOSS_CLASSES)
+assert not _missing, f"no Loss class for the registry's losses {sorted(_missing)}"
 
 
-def get_loss(loss, backend=DEFAULT):
-    """A Loss instance from an instance or a name in ``LOSSES``."""
+def get_loss(loss, backend=None):
+    """A Loss instance from an instance (returned as is) or a name in ``LOSSES`` (any
+    case)."""
     if isinstance(loss, Loss):
         return loss
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; expected a Loss or one of "
-                         f"{tuple(LOSSES)}")
-    return LOSSES[loss](backend=backend)
+    if isinstance(loss, type) and issubclass(loss, Loss):
+        raise TypeError(f"loss must be a Loss instance or a name, got the class "
+                        f"{loss.__name__}: pass {loss.__name__}() (an instance)")
+    if not isinstance(loss, str):
+        raise TypeError(f"loss must be a Loss instance or one of {tuple(LOSSES)}, got "
+                        f"{type(loss).__name__}")
+    name = specs.lookup(LOSSES, loss, "loss")
+    return LOSS_CLASSES[name](backend=backend)

@@ -16,7 +16,7 @@ import numbers
 import numpy as np
 
 from . import _checks
-from .kernels.formulas import OPTIMIZER_STATES
+from .kernels import specs
 
 STATE_DICT_VERSION = 1
 
@@ -58,8 +58,9 @@ def _unit_interval(value, argname, closed=False):
 
 class Optimizer:
     """Base class.  Subclasses declare ``_args`` (argument -> validator) in the
-    constructor's order, choose their update rule (``_rule``) and build its per-step
-    scalars (``_scalars``)."""
+    constructor's order, choose their update rule (``_rule``: a key of
+    ``fastnn.kernels.specs.UPDATE_RULES``) and build its per-step scalars
+    (``_scalars``: the rule's named tuple)."""
     _args = {}
 
     def __init__(self, params, **hyper):
@@ -72,7 +73,7 @@ class Optimizer:
         self.step_count = 0
         m = self.model
         self._state = {}
-        for name in OPTIMIZER_STATES[self._rule(checked)]:
+        for name in specs.UPDATE_RULES[self._rule(checked)].state:
             buf = m.backend.empty((m.num_parameters,), m.dtype)
             m.backend.fill(buf, self._initial_state(name))
             self._state[name] = buf
@@ -106,10 +107,13 @@ class Optimizer:
         return dict(self._state)
 
     def _rule(self, h):
-        """The update rule (a key of OPTIMIZER_STATES) for the hyper-parameters ``h``."""
+        """The update rule (a key of ``specs.UPDATE_RULES``) for the hyper-parameters
+        ``h``."""
         raise NotImplementedError
 
     def _scalars(self, t, sign):
+        """The rule's named tuple of scalars for step ``t`` (from 1) and the gradient
+        factor ``sign``."""
         raise NotImplementedError
 
     # -- stepping ------------------------------------------------------------------
@@ -119,17 +123,18 @@ class Optimizer:
 
     def step(self):
         """Update every parameter from its ``.grad``: one kernel over the model."""
-        self._step(1.0)
+        self.step_scaled(1.0)
 
-    def _step(self, grad_scale):
-        """One update with the gradients multiplied by ``grad_scale`` on the fly: how
-        ``fit`` applies a clipping factor without a pass of its own (bit-identical to
-        scaling the gradients first)."""
+    def step_scaled(self, grad_scale):
+        """One update with the gradients multiplied by ``grad_scale`` on the fly,
+        bit-identical to scaling the gradients first: how ``fit`` applies a clipping
+        factor (:func:`clip_factor`) without a pass of its own."""
         m = self.model
         t = self.step_count + 1
         sign = -grad_scale if self._hyper.get("maximize") else grad_scale
+        scalars = self._scalars(t, sign)
         F = m.dtype.type
-        hyper = tuple(F(x) for x in self._scalars(t, sign))
+        hyper = type(scalars)(*(F(x) for x in scalars))
         m.backend.optimizer_step(self._rule(self._hyper), m.flat_params, m.flat_grads,
                                  tuple(self._state.values()), hyper)
         self.step_count = t
@@ -168,7 +173,7 @@ class Optimizer:
         hyper = {k: check(hyper[k], f"state_dict['hyper'][{k!r}]")
                  for k, check in self._args.items()}
         self._validate(hyper)
-        names = OPTIMIZER_STATES[self._rule(hyper)]
+        names = specs.UPDATE_RULES[self._rule(hyper)].state
         state = dict(state_dict["state"])
         if set(state) != set(names):
             raise ValueError(f"state_dict['state'] must hold {list(names)} for these "
@@ -226,11 +231,12 @@ class SGD(Optimizer):
     def _scalars(self, t, sign):
         h = self._hyper
         if not h["momentum"]:
-            return sign, h["weight_decay"], h["lr"]
+            return specs.SGDScalars(sign=sign, l2=h["weight_decay"], lr=h["lr"])
         mu = h["momentum"]
         mu_now, c = (0.0, 1.0) if t == 1 else (mu, 1.0 - h["dampening"])
         n_d, n_b = (1.0, mu) if h["nesterov"] else (0.0, 1.0)
-        return sign, h["weight_decay"], h["lr"], mu_now, c, n_d, n_b
+        return specs.MomentumScalars(sign=sign, l2=h["weight_decay"], lr=h["lr"],
+                                     mu=mu_now, c=c, n_d=n_d, n_b=n_b)
 
 
 class Adagrad(Optimizer):
@@ -253,8 +259,9 @@ class Adagrad(Optimizer):
 
     def _scalars(self, t, sign):
         h = self._hyper
-        return (sign, h["weight_decay"], h["lr"] / (1 + (t - 1) * h["lr_decay"]),
-                h["eps"])
+        return specs.AdagradScalars(sign=sign, l2=h["weight_decay"],
+                                    clr=h["lr"] / (1 + (t - 1) * h["lr_decay"]),
+                                    eps=h["eps"])
 
 
 class RMSprop(Optimizer):
@@ -275,8 +282,9 @@ class RMSprop(Optimizer):
 
     def _scalars(self, t, sign):
         h = self._hyper
-        return (sign, h["weight_decay"], h["lr"], h["alpha"], 1.0 - h["alpha"], h["eps"],
-                h["momentum"])
+        return specs.RMSpropScalars(sign=sign, l2=h["weight_decay"], lr=h["lr"],
+                                    alpha=h["alpha"], c=1.0 - h["alpha"], eps=h["eps"],
+                                    mu=h["momentum"])
 
 
 class Adadelta(Optimizer):
@@ -295,7 +303,8 @@ class Adadelta(Optimizer):
 
     def _scalars(self, t, sign):
         h = self._hyper
-        return sign, h["weight_decay"], h["lr"], h["rho"], 1.0 - h["rho"], h["eps"]
+        return specs.AdadeltaScalars(sign=sign, l2=h["weight_decay"], lr=h["lr"],
+                                     rho=h["rho"], c=1.0 - h["rho"], eps=h["eps"])
 
 
 class Adam(Optimizer):
@@ -320,8 +329,10 @@ class Adam(Optimizer):
         b1, b2 = h["betas"]
         lr, wd = h["lr"], h["weight_decay"]
         l2, decay = (0.0, 1.0 - lr * wd) if self._decoupled else (wd, 1.0)
-        return (sign, l2, decay, lr / (1.0 - b1 ** t), math.sqrt(1.0 - b2 ** t),
-                h["eps"], 1.0 - b1, b2, 1.0 - b2)
+        return specs.AdamScalars(sign=sign, l2=l2, decay=decay,
+                                 step_size=lr / (1.0 - b1 ** t),
+                                 bc2_sqrt=math.sqrt(1.0 - b2 ** t), eps=h["eps"],
+                                 c1=1.0 - b1, b2=b2, c2=1.0 - b2)
 
 
 class AdamW(Adam):
@@ -341,7 +352,8 @@ OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adadelta": Ad
 
 def get_optimizer(optimizer, params, **kwargs):
     """An Optimizer from an instance (returned as is; it must own ``params``' model)
-    or a name in ``OPTIMIZERS`` (built with PyTorch's defaults, or ``kwargs``)."""
+    or a name in ``OPTIMIZERS`` (any case; built with PyTorch's defaults, or
+    ``kwargs``)."""
     model = _flat_owner(params)
     if isinstance(optimizer, Optimizer):
         if optimizer.model is not model:
@@ -349,16 +361,23 @@ def get_optimizer(optimizer, params, **kwargs):
         if kwargs:
             raise ValueError("optimizer options are for a name, not an instance")
         return optimizer
-    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be an Optimizer instance or a name, got the "
+                        f"class {optimizer.__name__}: pass {optimizer.__name__}(model, "
+                        f"...) or the name {optimizer.__name__.lower()!r}")
+    if not isinstance(optimizer, str):
         raise ValueError(f"unknown optimizer {optimizer!r}; expected an Optimizer or one "
                          f"of {tuple(OPTIMIZERS)}")
-    return OPTIMIZERS[optimizer.lower()](model, **kwargs)
+    name = specs.lookup(OPTIMIZERS, optimizer, "optimizer")
+    return OPTIMIZERS[name](model, **kwargs)
 
 
 # ---- gradient clipping ----------------------------------------------------------------
-def _clip_factor(model, max_norm, norm_type, error_if_nonfinite):
-    """(total norm, the factor PyTorch's clip_grad_norm_ multiplies the gradients by
-    (None when it is 1))."""
+def clip_factor(model, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """(total norm, the factor PyTorch's ``clip_grad_norm_`` multiplies the gradients
+    by, None when it is 1), without changing the gradients: ``fit`` passes the factor
+    to :meth:`Optimizer.step_scaled`.  ``max_norm`` and ``norm_type`` as checked by
+    :func:`clip_grad_norm`."""
     total = model.backend.vector_norm(model.flat_grads, norm_type)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(f"the total gradient norm is {total}: non-finite gradients "
@@ -367,7 +386,8 @@ def _clip_factor(model, max_norm, norm_type, error_if_nonfinite):
     return total, (None if coef >= 1.0 else coef)
 
 
-def _clip_args(max_norm, norm_type):
+def clip_args(max_norm, norm_type):
+    """(max_norm, norm_type) checked: a number >= 0, and a positive number or inf."""
     max_norm = _checks.real_number(max_norm, "max_norm", minimum=0.0)
     if not (isinstance(norm_type, numbers.Real) and not isinstance(norm_type, bool)
             and (norm_type == math.inf or (math.isfinite(norm_type) and norm_type > 0))):
@@ -381,8 +401,8 @@ def clip_grad_norm(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False
     ``clip_grad_norm_``: factor max_norm / (norm + 1e-6) when below 1).  One reduction
     over the flat gradient buffer (in float64), and one scaling pass if needed."""
     model = _flat_owner(parameters, "parameters")
-    max_norm, norm_type = _clip_args(max_norm, norm_type)
-    total, factor = _clip_factor(model, max_norm, norm_type, error_if_nonfinite)
+    max_norm, norm_type = clip_args(max_norm, norm_type)
+    total, factor = clip_factor(model, max_norm, norm_type, error_if_nonfinite)
     if factor is not None:
         model.backend.scale(model.flat_grads, factor)
     return total

@@ -1,11 +1,15 @@
 """fastnn's compiled kernels (installed from the top-level ``kernels/`` folder).
 
+- :mod:`.specs`: the registry, every activation, loss and update rule named once
+  (plain Python: importing it imports no numba).
 - :mod:`.formulas`: every activation, loss and optimizer formula, once, as numba scalar
   functions.
-- :mod:`.cpu`: numba CPU loops around those formulas (elementwise, row-wise, losses,
-  optimizer steps).
-- ``_blas``: Cython + BLAS for the GEMM-bound work (dense forward/backward).
-- :mod:`._numba_setup`: imported first: where numba caches the kernels (caching off
-  if nowhere is writable) and the one-line "compiling kernels" notice (``FASTNN_QUIET``).
+- :mod:`.template`: the template mechanism (slots, one ``specialise``) behind both
+  targets; :mod:`.loops`: the loops both targets share (optimizer steps, elementwise).
+- :mod:`.cpu`: numba CPU kernels; ``_dense`` (Cython): the GEMMs (BLAS) and the
+  whole-model passes that call the activation kernels between them.
+- :mod:`.cuda`: numba.cuda kernels (needs the numba-cuda package).
+- :mod:`._numba_setup`: imported by the kernel modules before they compile anything:
+  where numba caches the kernels (caching off if nowhere is writable), their
+  freshness stamp, and the one-line "compiling kernels" notice (``FASTNN_QUIET``).
 """
-from . import _numba_setup  # noqa: F401  (before any kernel module)

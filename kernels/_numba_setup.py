@@ -1,25 +1,78 @@
 """numba set-up for fastnn's kernels, done once when :mod:`fastnn.kernels` is imported
-(before any kernel module is, so before the first ``njit(cache=True)`` runs).
+(before any kernel module is, so before the first ``njit(cache=...)`` runs).
 
 - Where numba caches the kernels: :data:`STATUS` ``["cache_dir"]`` is the directory
   numba itself picked for this folder's sources (``fastnn.threads`` chose
   ``NUMBA_CACHE_DIR`` before numba was imported), or None if numba found none it could
-  write to.  In that case caching is turned off for fastnn's kernels only (they are
-  compiled in every process) instead of letting ``cache=True`` fail with numba's
-  "no locator available" error at import.
+  write to.  In that case the kernels are compiled with caching off
+  (``STATUS["caching"]``, read by every kernel module) instead of letting
+  ``cache=True`` fail with numba's "no locator available" error at import.
+- When a cached kernel is stale: numba stamps a cache entry with its function's own
+  source file only, but a kernel is a template (in ``cpu.py``, ``loops.py``, ...)
+  with formulas of ``formulas.py`` inlined, chosen through ``specs.py``.  So fastnn's
+  kernels are located by :class:`KernelSourcesLocator`, numba's own locators with one
+  change: the stamp is a hash of every kernel source file, and an edit of any of them
+  makes numba recompile (and overwrite) the entries.
 - The first-run message: when numba really compiles one of fastnn's kernels in this
   process (not when it loads it from its disk cache: numba broadcasts its
-  ``"numba:compile"`` event only for real compiles), one line goes to stderr, once per
-  process: ``fastnn: compiling kernels, first run only (cached in <dir>)``.
+  ``"numba:compile"`` event only for real compiles; the C-callable ``cfunc`` s report
+  through :func:`compiled`), one line goes to stderr, once per process:
+  ``fastnn: compiling kernels, first run only (cached in <dir>)``.
   ``FASTNN_QUIET=1`` silences it.
 """
+import functools
+import hashlib
 import os
 import sys
 
-from numba.core import caching, dispatcher, event
+from numba.core import caching, event
 
 _PREFIX = "fastnn.kernels"
+_HERE = os.path.dirname(os.path.abspath(__file__))
 STATUS = {"cache_dir": None, "caching": False, "compiles": 0, "told": False}
+
+
+@functools.lru_cache(maxsize=None)
+def sources_stamp():
+    """A hash of every kernel source file of this folder (read once per process)."""
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(_HERE)):
+        if name.endswith((".py", ".pyx")):
+            h.update(name.encode())
+            with open(os.path.join(_HERE, name), "rb") as fh:
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+class KernelSourcesLocator(caching._CacheLocator):
+    """numba's cache locator for fastnn's kernels: where to cache is whatever numba's
+    own locators say; the freshness stamp covers all the kernel sources."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def ensure_cache_path(self):
+        self._inner.ensure_cache_path()
+
+    def get_cache_path(self):
+        return self._inner.get_cache_path()
+
+    def get_source_stamp(self):
+        return sources_stamp()
+
+    def get_disambiguator(self):
+        return self._inner.get_disambiguator()
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if not str(getattr(py_func, "__module__", "")).startswith(_PREFIX):
+            return None
+        for other in caching.CacheImpl._locator_classes:
+            if other is not cls:
+                inner = other.from_function(py_func, py_file)
+                if inner is not None:
+                    return cls(inner)
+        return None
 
 
 def _where_numba_caches():
@@ -31,25 +84,6 @@ def _where_numba_caches():
         return caching.FunctionCache(probe).cache_path
     except RuntimeError:               # "cannot cache function ...: no locator available"
         return None
-
-
-def _caching_off_for_fastnn():
-    """Make ``cache=True`` on fastnn's kernels fall back to no cache (numba raises
-    otherwise).  Other code's numba functions are left exactly as numba treats them."""
-    original = dispatcher.Dispatcher.enable_caching
-    if getattr(original, "_fastnn_fallback", False):
-        return
-
-    def enable_caching(self):
-        try:
-            original(self)
-        except RuntimeError:
-            if not str(getattr(self.py_func, "__module__", "")).startswith(_PREFIX):
-                raise
-            self._cache = caching.NullCache()
-
-    enable_caching._fastnn_fallback = True
-    dispatcher.Dispatcher.enable_caching = enable_caching
 
 
 def message():
@@ -68,33 +102,37 @@ def _quiet():
     return os.environ.get("FASTNN_QUIET", "").strip() not in ("", "0")
 
 
+def compiled(module):
+    """Count a real compile of a fastnn kernel (of ``module``); say so once."""
+    if not str(module or "").startswith(_PREFIX):
+        return
+    STATUS["compiles"] += 1
+    if STATUS["told"] or _quiet():
+        return
+    STATUS["told"] = True
+    print(message(), file=sys.stderr, flush=True)
+
+
 class _CompileNotice(event.Listener):
-    """Counts numba's real compiles of fastnn kernels; says so once per process."""
+    """Counts numba's real compiles of fastnn kernels."""
 
     def on_start(self, ev):
         disp = ev.data.get("dispatcher") if isinstance(ev.data, dict) else None
-        module = getattr(getattr(disp, "py_func", None), "__module__", None) or ""
-        if not module.startswith(_PREFIX):
-            return
-        STATUS["compiles"] += 1
-        if STATUS["told"] or _quiet():
-            return
-        STATUS["told"] = True
-        print(message(), file=sys.stderr, flush=True)
+        compiled(getattr(getattr(disp, "py_func", None), "__module__", None))
 
     def on_end(self, ev):
         pass
 
 
 def install():
-    """Idempotent: the cache check and the listener, once per process."""
+    """Idempotent: the locator, the cache check and the listener, once per process."""
     if STATUS.get("installed"):
         return
     STATUS["installed"] = True
+    if KernelSourcesLocator not in caching.CacheImpl._locator_classes:
+        caching.CacheImpl._locator_classes.insert(0, KernelSourcesLocator)
     STATUS["cache_dir"] = _where_numba_caches()
     STATUS["caching"] = STATUS["cache_dir"] is not None
-    if not STATUS["caching"]:
-        _caching_off_for_fastnn()
     event.register("numba:compile", _CompileNotice())
 
 

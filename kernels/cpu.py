@@ -1,9 +1,12 @@
-"""Numba CPU kernels: loops around the formulas of :mod:`fastnn.kernels.formulas`.
+"""Numba CPU kernels: loops around the formulas of :mod:`.formulas`, specialised from
+templates (:mod:`.template`) for each entry of the registry (:mod:`.specs`).
 
-Each builder returns a compiled kernel for one formula, one float type and one mode:
-serial, or ``prange``-parallel for large work (the caller picks by size; a parallel
-dispatch costs ~2 us against ~0.4 us serial).  Kernels write into the arrays they are
-given (inputs first, outputs last) and never allocate.
+Each getter below returns the compiled kernel for one registry name, one float type and
+one mode: serial, or ``prange``-parallel for large work (the caller picks by size; a
+parallel dispatch costs ~2 us against ~0.4 us serial).  Kernels write into the arrays
+they are given (inputs first, outputs last) and never allocate.  The activation kernels
+also exist as C-callable ``cfunc`` s (:func:`activation_pointers`), which the Cython
+whole-model passes (``kernels/_dense.pyx``) call between their GEMMs.
 
 Compiler settings, and why:
 - ``error_model='numpy'``: with Python's error model every float division carries a
@@ -12,35 +15,34 @@ Compiler settings, and why:
   exp's rounding trick and Cody-Waite reduction.  Row reductions are separate small
   functions (:func:`row_sum`, :func:`row_max`, :func:`row_dot`) that do carry
   ``reassoc``, so their sums vectorise; their flags stay with them when inlined.
-- ``cache=True``: compiled code is kept on disk (see ``fastnn.threads`` for where).
+- ``cache``: compiled code is kept on disk (see ``fastnn.threads`` for where), unless
+  no directory is writable (:mod:`._numba_setup`).
 """
-import ctypes
-import hashlib
 import math
-import os
-import types
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange
+from numba import carray, cfunc, njit, prange
 from numba import types as nbtypes
-from numba.core import cgutils
-from numba.extending import intrinsic
 
-from .formulas import OPTIMIZER_STATES, formulas
+from . import _numba_setup, loops, specs
+from .formulas import formulas
+from .template import Slot, Target, specialise
 
-# Slots: the kernels below are templates that read these names as globals.
-# :func:`specialise` clones a template with the slots bound to one formula, so numba
-# freezes them as compile-time constants.  (Closures would capture the formula
-# dispatchers in cells, which numba pickles into its cache key with a per-process id:
-# every run would miss the cache and recompile.)
-f = df = exp = None
-PARALLEL = False
-
-_OPTS = dict(cache=True, nogil=True, error_model="numpy")
+_OPTS = dict(cache=_numba_setup.STATUS["caching"], nogil=True, error_model="numpy")
 _SUM_MATH = {"reassoc", "contract", "nsz", "arcp"}
 # Rows with a NaN give a NaN loss/softmax through the exp pass whatever the max returns.
 _MAX_MATH = {"nnan", "nsz"}
+
+SERIAL = Target("cpu", njit(**_OPTS))
+PARALLEL_TARGET = Target("cpu_parallel", njit(parallel=True, **_OPTS))
+
+# Slots of the cpu templates (the shared ones, f and indices, are in loops.py).
+f = Slot("f", "the scalar formula of the kernel (kernels.formulas)")
+df = Slot("df", "an activation's derivative f'(z, a)")
+exp = Slot("exp", "the float type's exp formula")
+softmax_numerators = Slot("softmax_numerators", "the exp pass of softmax rows")
+PARALLEL = Slot("PARALLEL", "whether the kernel runs on numba's parallel path")
+kernel = Slot("kernel", "the array kernel a C-callable wrapper calls")
 
 
 @njit(fastmath=_MAX_MATH, **_OPTS)
@@ -83,15 +85,6 @@ def row_dot(x, y):
     return s
 
 
-def softmax_numerators(z, out):
-    """out = exp(z - max(z)) over one row; returns (max(z), sum(out)).  The shared
-    first half of softmax and of cross-entropy (slot: exp)."""
-    m = row_max(z)
-    for j in range(z.shape[0]):
-        out[j] = exp(z[j] - m)
-    return m, row_sum(out)
-
-
 @njit(**_OPTS)
 def column_blocks(cols, parallel):
     """Column blocks for row-major reductions over rows: one block serially (rows are
@@ -104,40 +97,17 @@ def column_blocks(cols, parallel):
     return nblk, (cols + nblk - 1) // nblk
 
 
-def _source_hash():
-    # Part of every kernel's cache name: numba checks only this file's timestamp, so an
-    # edit of formulas.py must change the names to invalidate the cached kernels.
-    h = hashlib.sha256()
-    here = os.path.dirname(os.path.abspath(__file__))
-    for name in ("formulas.py", "cpu.py"):
-        with open(os.path.join(here, name), "rb") as fh:
-            h.update(fh.read())
-    return h.hexdigest()[:10]
+# ---- templates ------------------------------------------------------------------------
+def softmax_exp(z, out):
+    """out = exp(z - max(z)) over one row; returns (max(z), sum(out)).  The shared
+    first half of softmax and of cross-entropy (slot: exp)."""
+    m = row_max(z)
+    for j in range(z.shape[0]):
+        out[j] = exp(z[j] - m)
+    return m, row_sum(out)
 
 
-_HASH = _source_hash()
-
-
-def specialise(template, tag, parallel, **slots):
-    """Compile ``template`` with its slot globals bound (``f=...``), as a kernel with a
-    unique name (so that numba's on-disk cache keeps one entry per specialisation)."""
-    glb = dict(template.__globals__, PARALLEL=parallel, **slots)
-    fn = types.FunctionType(template.__code__, glb, template.__name__,
-                            template.__defaults__)
-    fn.__qualname__ = f"{template.__name__}__{tag}__{'par' if parallel else 'ser'}__{_HASH}"
-    fn.__module__ = template.__module__
-    return njit(parallel=parallel, **_OPTS)(fn)
-
-
-# ---- kernel templates (slots: f, df, exp, PARALLEL) --------------------------------
-def activation_forward(z, a):
-    zf = z.reshape(z.size)
-    af = a.reshape(a.size)
-    for i in prange(zf.shape[0]):
-        af[i] = f(zf[i])
-
-
-def activation_backward(z, a, grad_a, grad_z, grad_b, scale):
+def elementwise_backward(z, a, grad_a, grad_z, grad_b, scale):
     """grad_z = grad_a * f'(z) and grad_b += scale * column sums of grad_z, one pass."""
     rows, cols = z.shape
     nblk, width = column_blocks(cols, PARALLEL)
@@ -221,31 +191,16 @@ def cross_entropy_probs(z, t, grad, param, norm):
     return total * norm
 
 
-# Optimizer steps: one loop over the flat buffers per step, whatever the model, with
-# the update rule ``f`` (a formula of OPTIMIZER_STATES) inlined.  One template per
-# number of state buffers; ``h`` is the step's tuple of scalars.
-def optimizer_step0(p, g, h):
-    for i in prange(p.shape[0]):
-        r = f(p[i], g[i], h)
-        p[i] = r[0]
+# C-callable wrappers for the Cython whole-model passes: raw pointers and a shape in,
+# the array kernel called on them.
+def forward_c(z, a, rows, cols):
+    kernel(carray(z, (rows, cols)), carray(a, (rows, cols)))
 
 
-def optimizer_step1(p, g, s0, h):
-    for i in prange(p.shape[0]):
-        p[i], s0[i] = f(p[i], g[i], s0[i], h)
-
-
-def optimizer_step2(p, g, s0, s1, h):
-    for i in prange(p.shape[0]):
-        p[i], s0[i], s1[i] = f(p[i], g[i], s0[i], s1[i], h)
-
-
-def optimizer_step3(p, g, s0, s1, s2, h):
-    for i in prange(p.shape[0]):
-        p[i], s0[i], s1[i], s2[i] = f(p[i], g[i], s0[i], s1[i], s2[i], h)
-
-
-_OPTIMIZER_STEPS = (optimizer_step0, optimizer_step1, optimizer_step2, optimizer_step3)
+def backward_c(z, a, grad_a, grad_z, grad_b, scale, rows, cols):
+    shape = (rows, cols)
+    kernel(carray(z, shape), carray(a, shape), carray(grad_a, shape),
+           carray(grad_z, shape), carray(grad_b, cols), scale)
 
 
 # Gradient norms (for clipping): accumulated in float64 whatever the buffer's type.
@@ -286,231 +241,107 @@ def vector_norm(x, order):
     return sum_abs_pow(x, float(order)) ** (1.0 / order)
 
 
-# ---- GEMM from inside numba: BLAS through a function pointer -------------------------
-# The fused model kernels below call BLAS themselves, so a whole forward (or backward)
-# pass is one call from Python instead of two per layer.  The BLAS is the Cython
-# backend's (scipy.linalg.cython_blas, one library and one thread pool); its ?gemm
-# address is an argument, not a constant, so the compiled kernels stay cacheable.
-def blas_address(dtype):
-    """Address of scipy's Fortran-ABI sgemm/dgemm for ``dtype``."""
-    from scipy.linalg import cython_blas
-
-    capsule = cython_blas.__pyx_capi__[{4: "sgemm", 8: "dgemm"}[np.dtype(dtype).itemsize]]
-    api = ctypes.pythonapi
-    api.PyCapsule_GetName.restype = ctypes.c_char_p
-    api.PyCapsule_GetName.argtypes = [ctypes.py_object]
-    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    return api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+# ---- the kernel tables, derived from the registry ----------------------------------
+def _target(parallel):
+    return PARALLEL_TARGET if parallel else SERIAL
 
 
-@intrinsic
-def _fortran_gemm(typingctx, addr, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """Call ?gemm at ``addr`` (column-major, every argument by reference): the scalars
-    go to stack slots, the arrays pass their data pointers."""
-    dt = c.dtype
-    ints = (ta, tb, m, n, k, lda, ldb, ldc)
-    if not (isinstance(addr, nbtypes.Integer) and all(isinstance(t, nbtypes.Integer)
-                                                      for t in ints)
-            and a.dtype == dt and b.dtype == dt):
-        return None
-    sig = nbtypes.void(addr, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-
-    def codegen(context, builder, signature, args):
-        i8, i32 = ir.IntType(8), ir.IntType(32)
-        real = context.get_value_type(dt)
-        tys = signature.args
-
-        def ref(i, to_type, llty):
-            p = cgutils.alloca_once(builder, llty)
-            builder.store(context.cast(builder, args[i], tys[i], to_type), p)
-            return p
-
-        def data(i):
-            return context.make_array(tys[i])(context, builder, args[i]).data
-
-        int32 = nbtypes.int32
-        argv = [ref(1, nbtypes.uint8, i8), ref(2, nbtypes.uint8, i8), ref(3, int32, i32),
-                ref(4, int32, i32), ref(5, int32, i32), ref(6, dt, real), data(7),
-                ref(8, int32, i32), data(9), ref(10, int32, i32), ref(11, dt, real),
-                data(12), ref(13, int32, i32)]
-        fnty = ir.FunctionType(ir.VoidType(), [v.type for v in argv])
-        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), argv)
-        return context.get_dummy_value()
-
-    return sig, codegen
+def _tag(name, dt, parallel):
+    return f"{name}_{dt.name}_{'par' if parallel else 'ser'}"
 
 
-_N, _T = np.uint8(ord("N")), np.uint8(ord("T"))
+def _softmax_numerators(dt):
+    return specialise(softmax_exp, SERIAL, dt.name, exp=formulas(dt).exp)
 
 
-@njit(inline="always", **_OPTS)
-def gemm_rm(addr, trans_a, trans_b, alpha, a, b, beta, c):
-    """Row-major c = alpha op(a) op(b) + beta c, as BLAS's column-major
-    c^T = op(b)^T op(a)^T (the transpose trick of ``_blas.pyx``: swap the operands,
-    keep each one's flag, row lengths as leading dimensions)."""
-    m, n = c.shape
-    k = a.shape[0] if trans_a else a.shape[1]
-    if m == 0 or n == 0:
-        return
-    _fortran_gemm(addr, _T if trans_b else _N, _T if trans_a else _N, n, m, k, alpha,
-                  b, b.shape[1], a, a.shape[1], beta, c, n)
+def activation_forward(name, dtype, parallel):
+    """a = f(z) for the activation ``name`` (arrays of any shape; softmax: rows)."""
+    dt = np.dtype(dtype)
+    spec = specs.ACTIVATIONS[name]
+    tag = _tag(name, dt, parallel)
+    if spec.rows:
+        return specialise(softmax_forward, _target(parallel), tag,
+                          softmax_numerators=_softmax_numerators(dt))
+    return specialise(loops.activation_forward, _target(parallel), tag, indices=prange,
+                      f=getattr(formulas(dt), spec.formulas[0]))
 
 
-# ---- whole-model passes: one call per forward / backward ----------------------------
-# A model is described to these kernels by an int64 table, one row per Dense layer,
-# with offsets into three flat buffers: the parameters (or gradients) and the
-# workspace of one batch size (Z, A, dL/dZ and dL/dX of every layer).  Activations are
-# selected by their index in ACTIVATION_CODES through the generated dispatchers.
-(FIN, FOUT, W_OFF, B_OFF, ACT, Z_OFF, A_OFF, GZ_OFF, GX_OFF) = range(9)
-LAYER_COLUMNS = 9
+def activation_backward(name, dtype, parallel):
+    """grad_z = grad_a * f'(z, a) (softmax: its Jacobian-vector product) and
+    grad_b += scale * column sums of grad_z, for 2-D arrays."""
+    dt = np.dtype(dtype)
+    spec = specs.ACTIVATIONS[name]
+    tag = _tag(name, dt, parallel)
+    if spec.rows:
+        return specialise(softmax_backward, _target(parallel), tag, PARALLEL=parallel)
+    return specialise(elementwise_backward, _target(parallel), tag, PARALLEL=parallel,
+                      df=getattr(formulas(dt), spec.formulas[1]))
 
 
-def _layer_views(flat, ws, table, l, rows):
-    """Layer ``l``'s weight, bias (views of ``flat``) and Z, A, dL/dZ (views of ``ws``)."""
-    fin, fout = table[l, FIN], table[l, FOUT]
-    w = flat[table[l, W_OFF]:table[l, W_OFF] + fin * fout].reshape((fin, fout))
-    b = flat[table[l, B_OFF]:table[l, B_OFF] + fout]
-    z = ws[table[l, Z_OFF]:table[l, Z_OFF] + rows * fout].reshape((rows, fout))
-    a = ws[table[l, A_OFF]:table[l, A_OFF] + rows * fout].reshape((rows, fout))
-    gz = ws[table[l, GZ_OFF]:table[l, GZ_OFF] + rows * fout].reshape((rows, fout))
-    return w, b, z, a, gz
+# A loss kernel's form (kernels.specs) -> its template and what its slots are bound to.
+_LOSS_FORMS = {
+    "elementwise": (elementwise_loss,
+                    lambda name, dt: {"f": getattr(formulas(dt), name)}),
+    "softmax_labels": (cross_entropy_labels,
+                       lambda name, dt: {"softmax_numerators": _softmax_numerators(dt)}),
+    "softmax_probs": (cross_entropy_probs,
+                      lambda name, dt: {"softmax_numerators": _softmax_numerators(dt)}),
+}
 
 
-def model_forward(x, params, ws, table, gemm):
-    """Every layer: Z = bias rows, Z += X W (BLAS, beta = 1), A = f(Z).  Returns A of the
-    last layer (a view of ``ws``).  Slots: layer_views, forward_by_code."""
-    rows = x.shape[0]
-    inp = x
-    for l in range(table.shape[0]):
-        w, b, z, a, _ = layer_views(params, ws, table, l, rows)
-        for r in range(rows):
-            for j in range(b.shape[0]):     # (a slice assignment would compile numba's
-                z[r, j] = b[j]              # shape-mismatch reporting: +2.5 s cold)
-        gemm_rm(gemm, False, False, 1, inp, w, 1, z)
-        if table[l, A_OFF] != table[l, Z_OFF]:
-            forward_by_code(table[l, ACT], z, a)
-        inp = a
-    return inp
+def loss(name, dtype, parallel):
+    """The loss kernel ``name`` (a key of ``specs.LOSS_KERNELS``): returns the sum of
+    its terms times ``norm`` and writes the gradient times ``norm``."""
+    dt = np.dtype(dtype)
+    template, bind = _LOSS_FORMS[specs.LOSS_KERNELS[name].form]
+    return specialise(template, _target(parallel), _tag(name, dt, parallel),
+                      **bind(name, dt))
 
 
-def model_backward(x, params, grads, ws, grad_out, table, scale, gemm):
-    """From the last layer down: dL/dZ = f'(Z) * dL/dA with the bias gradient added
-    (one pass), dW += scale X^T dL/dZ (BLAS, beta = 1: straight into the flat gradient
-    buffer), dL/dX = dL/dZ W^T except for the first layer.  Slots as model_forward."""
-    rows = x.shape[0]
-    g = grad_out
-    for l in range(table.shape[0] - 1, -1, -1):
-        w, b, z, a, gz = layer_views(params, ws, table, l, rows)
-        gw, gb, _, _, _ = layer_views(grads, ws, table, l, rows)
-        backward_by_code(table[l, ACT], z, a, g, gz, gb, scale)
-        if l == 0:
-            gemm_rm(gemm, True, False, scale, x, gz, 1, gw)
-        else:
-            _, _, _, inp, _ = layer_views(params, ws, table, l - 1, rows)
-            gemm_rm(gemm, True, False, scale, inp, gz, 1, gw)
-            fin = table[l, FIN]
-            gx = ws[table[l, GX_OFF]:table[l, GX_OFF] + rows * fin].reshape((rows, fin))
-            gemm_rm(gemm, False, True, 1, gz, w, 0, gx)
-            g = gx
+def optimizer_step(name, dtype, parallel):
+    """One step of the update rule ``name`` over flat buffers (p, g, *state, h)."""
+    dt = np.dtype(dtype)
+    rule = specs.UPDATE_RULES[name]
+    return specialise(loops.OPTIMIZER_STEPS[len(rule.state)], _target(parallel),
+                      _tag(name, dt, parallel), indices=prange,
+                      f=getattr(formulas(dt), name))
 
 
-_DISPATCH_PARAMS = {"forward": "z, a", "backward": "z, a, grad_a, grad_z, grad_b, scale"}
+def _cfunc_target(direction, dt):
+    F = nbtypes.float32 if dt == np.float32 else nbtypes.float64
+    P, n = nbtypes.CPointer(F), nbtypes.intp
+    sig = (nbtypes.void(P, P, n, n) if direction == "forward" else
+           nbtypes.void(P, P, P, P, P, F, n, n))
+    opts = dict(cache=_OPTS["cache"], error_model="numpy")
+
+    def compile(fn):
+        c = cfunc(sig, **opts)(fn)
+        if c.cache_hits == 0:           # numba compiled it now (no event for cfuncs)
+            _numba_setup.compiled(fn.__module__)
+        return c
+    return Target(f"cfunc_{direction}_{dt.name}", compile)
 
 
-def _by_code(direction, names):
-    """A dispatcher calling kernel K<i> for activation code i (the index in
-    ACTIVATION_CODES), with branches for ``names`` only: generated from the activation
-    table, so adding an activation needs no edit here, and a model compiles only the
-    activations it uses (all ten, forward and backward, took ~10 s to compile).
-    Compiled with this file as its source, so numba's cache can locate it."""
-    params = _DISPATCH_PARAMS[direction]
-    lines = [f"def {direction}_by_code(code, {params}):", "    pass"]
+_pointers = {}
+
+
+def activation_pointers(direction, dtype, parallel, names):
+    """The table of C function pointers the Cython whole-model passes call: an int64
+    array indexed by activation code (``specs.ACTIVATION_CODES``), holding the
+    ``direction`` ("forward" or "backward") kernel of each activation in ``names``
+    (compiled now if need be; the others stay 0 until a model uses them)."""
+    dt = np.dtype(dtype)
+    key = (direction, dt, bool(parallel))
+    table = _pointers.get(key)
+    if table is None:
+        table = _pointers[key] = np.zeros(len(specs.ACTIVATIONS), np.int64)
     for name in names:
-        i = ACTIVATION_CODES.index(name)
-        lines += [f"    if code == {i}:  # {name}", f"        K{i}({params})"]
-    code = compile("\n".join(lines) + "\n", __file__, "exec")
-    namespace = {}
-    exec(code, globals(), namespace)
-    return namespace[f"{direction}_by_code"]
-
-
-# ---- tables: name -> (template, slots taken from the formulas) ----------------------
-_ELEMENTWISE = ("linear", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "silu",
-                "softplus")
-ACTIVATION_FORWARD = {n: (activation_forward, {"f": n + "_f"}) for n in _ELEMENTWISE}
-ACTIVATION_FORWARD["softmax"] = (softmax_forward, {"softmax_numerators": "exp"})
-ACTIVATION_BACKWARD = {n: (activation_backward, {"df": n + "_df"}) for n in _ELEMENTWISE}
-ACTIVATION_BACKWARD["softmax"] = (softmax_backward, {})
-
-LOSSES = {n: (elementwise_loss, {"f": n})
-          for n in ("mse", "l1", "huber", "bce", "bce_logits", "hinge", "kl_div")}
-LOSSES["cross_entropy"] = (cross_entropy_labels, {"softmax_numerators": "exp"})
-LOSSES["cross_entropy_probs"] = (cross_entropy_probs, {"softmax_numerators": "exp"})
-
-OPTIMIZERS = {n: (_OPTIMIZER_STEPS[len(states)], {"f": n})
-              for n, states in OPTIMIZER_STATES.items()}
-
-# Activation codes of the model tables: an activation's index in this tuple.
-ACTIVATION_CODES = tuple(ACTIVATION_FORWARD)
-forward_by_code = backward_by_code = None     # slots of the model templates
-layer_views = njit(inline="always", **_OPTS)(_layer_views)
-
-_formulas = {}
-_built = {}
-_HELPERS = {"softmax_numerators": (softmax_numerators, "exp")}
-
-
-def _slot(slot, formula, dt):
-    """What a slot is bound to: the formula itself, or for a helper-template slot
-    (``softmax_numerators``) that helper specialised with the formula."""
-    if slot not in _HELPERS:
-        return formula
-    key = (slot, dt)
-    if key not in _built:
-        template, inner = _HELPERS[slot]
-        _built[key] = specialise(template, dt.name, False, **{inner: formula})
-    return _built[key]
-
-
-def activation_set(activations):
-    """The distinct names of ``activations`` in ACTIVATION_CODES order: what
-    :func:`get_model` takes (one compiled pass per set, whatever the layer order)."""
-    return tuple(sorted(set(activations), key=ACTIVATION_CODES.index))
-
-
-def get_model(direction, dtype, parallel, names):
-    """The compiled whole-model ``"forward"`` or ``"backward"`` pass for ``dtype`` and
-    the activations a model uses (``names``, from :func:`activation_set`): the model
-    template with its activation dispatcher bound to this dtype's (serial or parallel)
-    kernels for those names."""
-    dt = np.dtype(dtype)
-    key = ("model", direction, dt, bool(parallel), names)
-    kernel = _built.get(key)
-    if kernel is None:
-        table = ACTIVATION_FORWARD if direction == "forward" else ACTIVATION_BACKWARD
-        kernels = {f"K{ACTIVATION_CODES.index(n)}": get(table, n, dt, parallel)
-                   for n in names}
-        tag = f"{'_'.join(names)}_{dt.name}_{'par' if parallel else 'ser'}"
-        dispatch = specialise(_by_code(direction, names), tag, False, **kernels)
-        template = model_forward if direction == "forward" else model_backward
-        kernel = _built[key] = specialise(template, tag, False, **{
-            f"{direction}_by_code": dispatch})
-    return kernel
-
-
-def get(table, name, dtype, parallel):
-    """The compiled kernel for ``name`` in ``table`` (built once per dtype and mode;
-    compiled by numba at its first call, or loaded from numba's disk cache)."""
-    dt = np.dtype(dtype)
-    key = (id(table), name, dt, bool(parallel))
-    kernel = _built.get(key)
-    if kernel is None:
-        if dt not in _formulas:
-            _formulas[dt] = formulas(dt)
-        template, slots = table[name]
-        bound = {slot: _slot(slot, getattr(_formulas[dt], attr), dt)
-                 for slot, attr in slots.items()}
-        kernel = _built[key] = specialise(template, f"{name}_{dt.name}", bool(parallel),
-                                          **bound)
-    return kernel
+        code = specs.ACTIVATION_CODES[name]
+        if table[code] == 0:
+            array_kernel = (activation_forward if direction == "forward"
+                            else activation_backward)(name, dt, parallel)
+            wrapper = forward_c if direction == "forward" else backward_c
+            c = specialise(wrapper, _cfunc_target(direction, dt),
+                           _tag(name, dt, parallel), kernel=array_kernel)
+            table[code] = c.address
+    return table

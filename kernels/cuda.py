@@ -1,9 +1,11 @@
 """numba.cuda kernels: the GPU side of the formulas in :mod:`fastnn.kernels.formulas`.
 
-The kernels here are templates, like those of :mod:`fastnn.kernels.cpu`: their slot
-globals (``f``, ``df``, ``EPILOGUE``, tile sizes, ``DT``...) are bound per
-specialisation by :func:`specialise`, so each compiled kernel has its formula inlined
-and its sizes as compile-time constants.  The activation, loss and optimizer formulas
+The kernels here are templates, like those of :mod:`fastnn.kernels.cpu`: their slots
+(``f``, ``df``, ``EPILOGUE``, tile sizes, ``DT``...) are bound per specialisation by
+:func:`fastnn.kernels.template.specialise`, so each compiled kernel has its formula
+inlined and its sizes as compile-time constants.  The optimizer steps and the
+elementwise activations are the cpu's own loops (:mod:`.loops`) with a grid-stride
+range.  The activation, loss and optimizer formulas
 are the same ``numba.njit`` scalar functions the cpu kernels inline; a cuda kernel
 calls them as device functions.  Nothing here allocates device memory: every kernel
 writes into arrays it is given (inputs first, outputs last).
@@ -22,27 +24,51 @@ What the kernels are:
 - row kernels (softmax, cross-entropy): one thread per row;
 - reductions (loss values, norms, and the accuracy's correct predictions, counted in
   the loss kernel's own pass) in float64: per block in shared memory, then the last
-  block to finish combines the blocks' totals in block order (:func:`deposit`), so a
+  block to finish combines the blocks' totals in block order (:func:`deposit_totals`), so a
   loss value or a gradient norm is the same on every run, like every gradient element
   (each written by one thread in a fixed order).
 """
 import math
-import types
+from collections import namedtuple
 
 import numba
 import numpy as np
 from numba import cuda
 
-from .formulas import OPTIMIZER_STATES, formulas
+from . import _numba_setup, loops, specs  # noqa: F401 (_numba_setup first)
+from .formulas import formulas
+from .template import Slot, Target, specialise
 
 SIMULATED = bool(numba.config.ENABLE_CUDASIM)
 
-# Slots of the templates (bound by specialise; these placeholders are never used).
-f = df = EPILOGUE = exp = reduce = reduce_a = deposit = row_label = combine = None
-DT = numba.float32
-TX = TY = RM = RN = BK = BM = BN = BMP = BNP = NT = 1
-TRANS_A = TRANS_B = False
-PAD = 0
+KERNEL = Target("cuda", cuda.jit)
+DEVICE = Target("cuda_device", cuda.jit(device=True, inline=True))
+
+# Slots of the templates below (the shared ones, f and indices, are in loops.py).
+f = Slot("f", "the scalar formula of the kernel (kernels.formulas)")
+df = Slot("df", "an activation's derivative f'(z, a)")
+EPILOGUE = Slot("EPILOGUE", "what the GEMM does with each finished element")
+exp = Slot("exp", "the float type's exp formula")
+softmax_row = Slot("softmax_row", "the exp pass of one softmax row")
+row_label = Slot("row_label", "the class of a target row")
+combine = Slot("combine", "how a reduction combines two values (a sum or a max)")
+reduce = Slot("reduce", "a block's sum, in float64")
+reduce_a = Slot("reduce_a", "a block's combine of the first value, in float64")
+deposit = Slot("deposit", "a grid's two totals into the accumulator, in block order")
+DT = Slot("DT", "the numba float type")
+NT = Slot("NT", "threads per block")
+TX = Slot("TX", "GEMM threads per block along the columns")
+TY = Slot("TY", "GEMM threads per block along the rows")
+RM = Slot("RM", "GEMM output rows per thread")
+RN = Slot("RN", "GEMM output columns per thread")
+BK = Slot("BK", "GEMM K step")
+BM = Slot("BM", "GEMM tile rows (TY * RM)")
+BN = Slot("BN", "GEMM tile columns (TX * RN)")
+BMP = Slot("BMP", "BM + 1: a padding column of the shared A tile")
+BNP = Slot("BNP", "BN + 1: a padding column of the shared B tile")
+TRANS_A = Slot("TRANS_A", "whether A is stored transposed")
+TRANS_B = Slot("TRANS_B", "whether B is stored transposed")
+PAD = Slot("PAD", "the value of op(A)'s rows past the stored ones")
 
 # Threads per block of the elementwise, row and reduction kernels (a power of two:
 # the block reduction halves it).  The simulator runs each thread as a Python thread:
@@ -75,29 +101,18 @@ def pick_tiling(m, n, sms):
     return LARGEST_FIRST[-1]
 
 
-def specialise(template, tag, device=False, **slots):
-    """Compile ``template`` with its slot globals bound, as a cuda kernel (or device
-    function) with a name unique to the specialisation."""
-    glb = dict(template.__globals__, **slots)
-    fn = types.FunctionType(template.__code__, glb, template.__name__,
-                            template.__defaults__)
-    fn.__qualname__ = f"{template.__name__}__{tag}"
-    fn.__module__ = template.__module__
-    if device:
-        return cuda.jit(device=True, inline=True)(fn)
-    return cuda.jit(fn)
-
-
 # ---- GEMM ------------------------------------------------------------------------
-def gemm(a, b, c, alpha, e0, e1):
-    """C[m, n] = EPILOGUE(sum_k op(A)[m, k] op(B)[k, n]) for the block's tile.
+def gemm(a, b, alpha, out):
+    """EPILOGUE(out, m, n, sum_k op(A)[m, k] op(B)[k, n], alpha) for the block's tile:
+    ``out`` is the named tuple of the arrays the epilogue writes (and reads), the
+    first of them the M x N product's shape (GemmForward, GemmAccumulate, GemmDelta).
 
     op(A) is ``a`` (M x K) or, with TRANS_A, ``a`` stored K x M; op(B) is ``b`` (K x N)
     or, with TRANS_B, stored N x K.  Rows of op(A) past the stored ones read as PAD
     (1 for the bias-gradient row of [X, 1], never read otherwise).  Thread (ty, tx)
     owns rows ty + i*TY and columns tx + j*TX of the tile: neighbouring threads write
     neighbouring columns (coalesced) and read distinct shared-memory banks."""
-    M, N = c.shape
+    M, N = out[0].shape
     K = a.shape[0] if TRANS_A else a.shape[1]
     am = a.shape[1] if TRANS_A else a.shape[0]
     # BMP = BM + 1, BNP = BN + 1: a padding column so that the transposing stores
@@ -158,25 +173,31 @@ def gemm(a, b, c, alpha, e0, e1):
             for j in range(RN):
                 n = col0 + tx + j * TX
                 if n < N:
-                    EPILOGUE(c, e0, e1, m, n, acc[i, j], alpha)
+                    EPILOGUE(out, m, n, acc[i, j], alpha)
 
 
-# Epilogues: what happens to one finished element v of the product.
-def epilogue_forward(c, bias, z, m, n, v, alpha):
-    """Z = v + b; A = f(Z) (c is A; for a linear layer A and Z are one buffer)."""
-    zz = v + bias[n]
-    z[m, n] = zz
-    c[m, n] = f(zz)
+# Epilogues: what happens to one finished element v of the product, and the named
+# tuples of the arrays each one writes (the GEMM's ``out``).
+GemmForward = namedtuple("GemmForward", "a z bias")
+GemmAccumulate = namedtuple("GemmAccumulate", "c")
+GemmDelta = namedtuple("GemmDelta", "grad_z z a")
 
 
-def epilogue_accumulate(c, e0, e1, m, n, v, alpha):
+def epilogue_forward(out, m, n, v, alpha):
+    """Z = v + b; A = f(Z) (for a linear layer A and Z are one buffer)."""
+    zz = v + out.bias[n]
+    out.z[m, n] = zz
+    out.a[m, n] = f(zz)
+
+
+def epilogue_accumulate(out, m, n, v, alpha):
     """C += alpha v: gradients accumulate (beta = 1)."""
-    c[m, n] += alpha * v
+    out.c[m, n] += alpha * v
 
 
-def epilogue_delta(c, z, a, m, n, v, alpha):
+def epilogue_delta(out, m, n, v, alpha):
     """dL/dZ of the layer below = (dL/dZ W^T) * f'(Z, A) of that layer."""
-    c[m, n] = v * df(z[m, n], a[m, n])
+    out.grad_z[m, n] = v * df(out.z[m, n], out.a[m, n])
 
 
 # ---- elementwise, over flat buffers --------------------------------------------
@@ -190,19 +211,14 @@ def scale(buf, factor):
         buf[i] *= factor
 
 
-def activation_forward(z, a):
-    for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
-        a[i] = f(z[i])
-
-
-def activation_delta(z, a, grad_a, grad_z):
+def elementwise_delta(z, a, grad_a, grad_z):
     """grad_z = grad_a * f'(z, a), elementwise (no bias gradient: the fused pass gets
     it from the weight-gradient GEMM)."""
     for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
         grad_z[i] = grad_a[i] * df(z[i], a[i])
 
 
-def bias_backward(z, a, grad_a, grad_z, grad_b, scale):
+def bias_backward_columns(z, a, grad_a, grad_z, grad_b, scale):
     """The per-layer interface's activation backward: one thread per column walks the
     rows (neighbouring threads read neighbouring columns), writing grad_z = grad_a *
     f'(z, a) and adding scale * its column sum into grad_b.  Deterministic (no
@@ -231,7 +247,7 @@ def gather_rows(xs, ys, idx, xd, yd):
 
 
 # ---- rows ------------------------------------------------------------------------
-def softmax_row(z, a, r):
+def softmax_row_exp(z, a, r):
     """a[r] = exp(z[r] - max); returns (max, sum of exp, argmax: the first maximum,
     as NumPy's) for the cross-entropy and its accuracy."""
     cols = z.shape[1]
@@ -308,7 +324,7 @@ def elementwise_loss(out, target, grad, param, norm, sums, parts, done, weight, 
     deposit(sums, parts, done, part * norm * weight, hits)
 
 
-def deposit(sums, parts, done, a, b):
+def deposit_totals(sums, parts, done, a, b):
     """sums[0] = combine(sums[0], the grid's combine of ``a``) (a sum, or a max of
     values >= 0) and sums[1] += the grid's sum of ``b``, the same bits on every run:
     each block leaves its two totals in ``parts`` (2 per block); the last block to
@@ -340,7 +356,7 @@ def deposit(sums, parts, done, a, b):
             done[0] = 0
 
 
-def row_label(t, r):
+def label_of_row(t, r):
     """The class of row r of a target: its label, or its probabilities' argmax."""
     if t.shape[1] == 1:
         return int(t[r, 0])
@@ -407,120 +423,127 @@ def norm_parts(x, order, sums, parts, done):
     deposit(sums, parts, done, part, nans)
 
 
-# ---- optimizer steps: one launch over the flat buffers ---------------------------
-def optimizer_step0(p, g, h):
-    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        r = f(p[i], g[i], h)
-        p[i] = r[0]
-
-
-def optimizer_step1(p, g, s0, h):
-    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        p[i], s0[i] = f(p[i], g[i], s0[i], h)
-
-
-def optimizer_step2(p, g, s0, s1, h):
-    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        p[i], s0[i], s1[i] = f(p[i], g[i], s0[i], s1[i], h)
-
-
-def optimizer_step3(p, g, s0, s1, s2, h):
-    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        p[i], s0[i], s1[i], s2[i] = f(p[i], g[i], s0[i], s1[i], s2[i], h)
-
-
-_OPTIMIZER_STEPS = (optimizer_step0, optimizer_step1, optimizer_step2, optimizer_step3)
-
-# ---- tables: name -> (template, slots taken from the formulas) --------------------
-_ELEMENTWISE = ("linear", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "silu",
-                "softplus")
-# Activations by name: f and f' formula names (softmax: a row kernel instead).
-ACTIVATIONS = {n: (n + "_f", n + "_df") for n in _ELEMENTWISE}
-ELEMENT_LOSSES = ("mse", "l1", "huber", "bce", "bce_logits", "hinge", "kl_div")
-ROW_LOSSES = {"cross_entropy": cross_entropy_labels,
-              "cross_entropy_probs": cross_entropy_probs}
-GEMM_EPILOGUES = {"forward": epilogue_forward, "accumulate": epilogue_accumulate,
-                  "delta": epilogue_delta}
-# (transposed A, transposed B, A's padding row value) of each GEMM use:
-GEMM_LAYOUTS = {"forward": (False, False, 0),     # Z = X W
-                "accumulate": (True, False, 1),   # [dW; db] += s [X, 1]^T dZ
-                "delta": (False, True, 0)}        # dZ_below = (dZ W^T) f'
-
-_formulas = {}
-_built = {}
-
-
-def _F(dt):
-    if dt not in _formulas:
-        _formulas[dt] = formulas(dt)
-    return _formulas[dt]
+# ---- the kernel tables, derived from the registry ----------------------------------
+# (transposed A, transposed B, A's padding row value, epilogue) of each GEMM use:
+GEMM_USES = {
+    "forward": (False, False, 0, epilogue_forward),        # Z = X W (+ b, f)
+    "accumulate": (True, False, 1, epilogue_accumulate),   # [dW; db] += s [X, 1]^T dZ
+    "delta": (False, True, 0, epilogue_delta),             # dZ_below = (dZ W^T) f'
+}
 
 
 def _typed(dt):
     return numba.from_dtype(dt)
 
 
-def _device(template, tag, **slots):
-    key = ("device", template.__name__, tag)
-    if key not in _built:
-        _built[key] = specialise(template, tag, device=True, **slots)
-    return _built[key]
+def _tag(name, dt):
+    return f"{name}_{dt.name}"
+
+
+def grid_stride(n):
+    """The indices a thread handles in a grid-stride loop over n elements: the
+    ``indices`` slot of the shared loops (kernels/loops.py)."""
+    return range(cuda.grid(1), n, cuda.gridsize(1))
+
+
+def _grid_stride():
+    return specialise(grid_stride, DEVICE, "any")
+
+
+def _combines():
+    return {"sum": specialise(add, DEVICE, "any"),
+            "max": specialise(larger, DEVICE, "any")}
 
 
 def _reducers(kind="sum"):
-    """The reductions a reducing kernel calls: ``reduce`` (a block's sum), and
-    ``deposit`` (into the accumulator) whose first value is combined by ``kind``
-    ("sum" or "max"), as is that kernel's own ``combine``."""
-    combines = {"sum": _device(add, "any"), "max": _device(larger, "any")}
-    blocks = {k: _device(block_reduce, f"{k}_nt{BLOCK}", NT=BLOCK, combine=c)
+    """The slot of a reducing kernel: ``deposit``, the grid's totals into the
+    accumulator, the first combined by ``kind`` ("sum" or "max"), the second
+    summed."""
+    combines = _combines()
+    blocks = {k: specialise(block_reduce, DEVICE, f"{k}_nt{BLOCK}", NT=BLOCK, combine=c)
               for k, c in combines.items()}
-    return dict(reduce=blocks["sum"], combine=combines[kind],
-                deposit=_device(deposit, f"{kind}_nt{BLOCK}", NT=BLOCK,
-                                reduce=blocks["sum"], reduce_a=blocks[kind],
-                                combine=combines[kind]))
-
-
-def kernel(kind, name, dtype):
-    """The compiled kernel ``kind`` ("forward", "delta", "bias_backward", "loss",
-    "optimizer", "fill", "scale", "gather", "norm") for the
-    formula ``name`` (activation, loss or update rule; None where there is none) and
-    ``dtype``.  Built once per key; numba compiles it on first launch."""
-    dt = np.dtype(dtype)
-    key = (kind, name, dt)
-    k = _built.get(key)
-    if k is not None:
-        return k
-    F = _F(dt)
-    tag = f"{kind}_{name}_{dt.name}"
-    typed = _typed(dt)
-    if kind == "forward":
-        k = (specialise(softmax_forward, tag, DT=typed, softmax_row=_softmax_row(dt))
-             if name == "softmax" else
-             specialise(activation_forward, tag, f=getattr(F, ACTIVATIONS[name][0])))
-    elif kind == "delta":
-        k = (specialise(softmax_delta, tag, DT=typed) if name == "softmax" else
-             specialise(activation_delta, tag, df=getattr(F, ACTIVATIONS[name][1])))
-    elif kind == "bias_backward":
-        k = specialise(bias_backward, tag, DT=typed, df=getattr(F, ACTIVATIONS[name][1]))
-    elif kind == "loss":
-        if name in ROW_LOSSES:
-            k = specialise(ROW_LOSSES[name], tag, DT=typed, softmax_row=_softmax_row(dt),
-                           row_label=_device(row_label, "any"), **_reducers())
-        else:
-            k = specialise(elementwise_loss, tag, f=getattr(F, name), **_reducers())
-    elif kind == "optimizer":
-        k = specialise(_OPTIMIZER_STEPS[len(OPTIMIZER_STATES[name])], tag,
-                       f=getattr(F, name))
-    elif kind == "norm":                  # name: "sum" (finite orders) or "max" (inf)
-        k = specialise(norm_parts, tag, **_reducers(name))
-    else:
-        k = specialise({"fill": fill, "scale": scale, "gather": gather_rows}[kind], tag)
-    _built[key] = k
-    return k
+    return dict(deposit=specialise(deposit_totals, DEVICE, f"{kind}_nt{BLOCK}", NT=BLOCK,
+                                   reduce=blocks["sum"], reduce_a=blocks[kind],
+                                   combine=combines[kind]))
 
 
 def _softmax_row(dt):
-    return _device(softmax_row, dt.name, DT=_typed(dt), exp=_F(dt).exp)
+    return specialise(softmax_row_exp, DEVICE, dt.name, DT=_typed(dt),
+                      exp=formulas(dt).exp)
+
+
+def activation_forward(name, dtype):
+    """a = f(z): elementwise (any shape, read flat), or softmax by rows."""
+    dt = np.dtype(dtype)
+    spec = specs.ACTIVATIONS[name]
+    if spec.rows:
+        return specialise(softmax_forward, KERNEL, _tag(name, dt), DT=_typed(dt),
+                          softmax_row=_softmax_row(dt))
+    return specialise(loops.activation_forward, KERNEL, _tag(name, dt),
+                      indices=_grid_stride(), f=getattr(formulas(dt), spec.formulas[0]))
+
+
+def activation_delta(name, dtype):
+    """grad_z = grad_a * f'(z, a) (flat), or softmax's Jacobian-vector product (rows);
+    no bias gradient (the fused pass gets it from the weight-gradient GEMM)."""
+    dt = np.dtype(dtype)
+    spec = specs.ACTIVATIONS[name]
+    if spec.rows:
+        return specialise(softmax_delta, KERNEL, _tag(name, dt), DT=_typed(dt))
+    return specialise(elementwise_delta, KERNEL, _tag(name, dt),
+                      df=getattr(formulas(dt), spec.formulas[1]))
+
+
+def bias_backward(name, dtype):
+    """The per-layer interface's activation backward (elementwise activations; for
+    softmax, its delta then this with ``linear``)."""
+    dt = np.dtype(dtype)
+    return specialise(bias_backward_columns, KERNEL, _tag(name, dt), DT=_typed(dt),
+                      df=getattr(formulas(dt), specs.ACTIVATIONS[name].formulas[1]))
+
+
+# A loss kernel's form (kernels.specs) -> its template and its slots' bindings.
+_LOSS_FORMS = {
+    "elementwise": (elementwise_loss,
+                    lambda name, dt: dict(f=getattr(formulas(dt), name), **_reducers())),
+    "softmax_labels": (cross_entropy_labels,
+                       lambda name, dt: dict(softmax_row=_softmax_row(dt),
+                                             **_reducers())),
+    "softmax_probs": (cross_entropy_probs,
+                      lambda name, dt: dict(DT=_typed(dt), softmax_row=_softmax_row(dt),
+                                            row_label=specialise(label_of_row, DEVICE,
+                                                                 "any"),
+                                            **_reducers())),
+}
+
+
+def loss(name, dtype):
+    """The loss kernel ``name`` (a key of ``specs.LOSS_KERNELS``)."""
+    dt = np.dtype(dtype)
+    template, bind = _LOSS_FORMS[specs.LOSS_KERNELS[name].form]
+    return specialise(template, KERNEL, _tag(name, dt), **bind(name, dt))
+
+
+def optimizer_step(name, dtype):
+    """One step of the update rule ``name`` over flat buffers: the cpu's loop
+    (kernels/loops.py) with a grid-stride range."""
+    dt = np.dtype(dtype)
+    rule = specs.UPDATE_RULES[name]
+    return specialise(loops.OPTIMIZER_STEPS[len(rule.state)], KERNEL, _tag(name, dt),
+                      indices=_grid_stride(), f=getattr(formulas(dt), name))
+
+
+def norm(kind, dtype):
+    """The gradient-norm reduction: ``kind`` "sum" (finite orders) or "max" (inf)."""
+    dt = np.dtype(dtype)
+    return specialise(norm_parts, KERNEL, _tag(kind, dt), **_reducers(kind),
+                      combine=_combines()[kind])
+
+
+def elementwise(kind, dtype):
+    """``kind``: "fill", "scale" or "gather" (a shuffled batch's rows)."""
+    template = {"fill": fill, "scale": scale, "gather": gather_rows}[kind]
+    return specialise(template, KERNEL, np.dtype(dtype).name)
 
 
 def gemm_kernel(use, activation, dtype, tiling):
@@ -529,18 +552,15 @@ def gemm_kernel(use, activation, dtype, tiling):
     activation whose f or f' its epilogue applies ("linear" for none), for ``dtype``
     and the named tiling of TILINGS."""
     dt = np.dtype(dtype)
-    key = ("gemm", use, activation, dt, tiling)
-    k = _built.get(key)
-    if k is None:
-        F = _F(dt)
-        tx, ty, rm, rn, bk = TILINGS[tiling]
-        fname, dfname = ACTIVATIONS[activation]
-        epi = _device(GEMM_EPILOGUES[use], f"{use}_{activation}_{dt.name}",
-                      f=getattr(F, fname), df=getattr(F, dfname))
-        trans_a, trans_b, pad = GEMM_LAYOUTS[use]
-        k = _built[key] = specialise(
-            gemm, f"{use}_{activation}_{dt.name}_{tiling}", EPILOGUE=epi, DT=_typed(dt),
-            TX=tx, TY=ty, RM=rm, RN=rn, BK=bk, BM=ty * rm, BN=tx * rn, BMP=ty * rm + 1,
-            BNP=tx * rn + 1, NT=tx * ty,
-            TRANS_A=trans_a, TRANS_B=trans_b, PAD=pad)
-    return k
+    F = formulas(dt)
+    tx, ty, rm, rn, bk = TILINGS[tiling]
+    f_name, df_name = specs.ACTIVATIONS[activation].formulas
+    trans_a, trans_b, pad, epilogue = GEMM_USES[use]
+    tag = f"{use}_{activation}_{dt.name}"
+    bind = {"forward": dict(f=getattr(F, f_name)), "accumulate": {},
+            "delta": dict(df=getattr(F, df_name))}[use]
+    epi = specialise(epilogue, DEVICE, tag, **bind)
+    return specialise(
+        gemm, KERNEL, f"{tag}_{tiling}", EPILOGUE=epi, DT=_typed(dt),
+        TX=tx, TY=ty, RM=rm, RN=rn, BK=bk, BM=ty * rm, BN=tx * rn, BMP=ty * rm + 1,
+        BNP=tx * rn + 1, NT=tx * ty, TRANS_A=trans_a, TRANS_B=trans_b, PAD=pad)

@@ -18,6 +18,7 @@ LLVM vectorises the loops that call it (with ``error_model='numpy'`` on the loop
 Do not compile these with the ``reassoc`` fast-math flag: the round-to-nearest trick
 ``(t + M) - M`` would be folded away.
 """
+import functools
 import math
 from types import SimpleNamespace
 
@@ -67,26 +68,10 @@ _EXP_CONSTANTS = {
 }
 
 
-# Optimizer update rules of :func:`formulas`: name -> the state buffers each keeps (one
-# value per parameter, in the order the formula takes and returns them).  The names
-# are PyTorch's state keys.
-OPTIMIZER_STATES = {
-    "sgd": (),
-    "sgd_momentum": ("momentum_buffer",),
-    "adagrad": ("sum",),
-    "rmsprop": ("square_avg",),
-    "rmsprop_centered": ("square_avg", "grad_avg"),
-    "rmsprop_momentum": ("square_avg", "momentum_buffer"),
-    "rmsprop_centered_momentum": ("square_avg", "grad_avg", "momentum_buffer"),
-    "adadelta": ("square_avg", "acc_delta"),
-    "adam": ("exp_avg", "exp_avg_sq"),
-    "adam_amsgrad": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-}
-
-
-def formulas(dtype):
-    """Return a namespace of the scalar formulas, compiled for ``dtype``."""
-    dt = np.dtype(dtype)
+@functools.lru_cache(maxsize=None)
+def _formulas(dt):
+    """The formulas for one float type, built once per process (compiled lazily by
+    numba, where a kernel inlines them)."""
     F = dt.type
     c = _EXP_CONSTANTS[dt]
     I = c["int_type"]
@@ -268,7 +253,7 @@ def formulas(dtype):
         return v, g
 
     @njit(**_inline)
-    def bce_logits(o, t, p):
+    def bce_with_logits(o, t, p):
         # max(x,0) - x t + log(1 + exp(-|x|)): finite for any finite logit.
         v = max(o, ZERO) - o * t + log1p_unit(exp(-abs(o)))
         return v, sigmoid(o) - t
@@ -286,101 +271,94 @@ def formulas(dtype):
 
     # ---- optimizers: one parameter element's update -----------------------------
     # Each takes (p, g, *state, h) and returns (p, *state): the element's new value and
-    # its new optimizer state (the buffers named in OPTIMIZER_STATES, in that order).
-    # ``h`` is the step's tuple of scalars, already in this float type; it opens with
-    # (sign, l2): d = sign * g + l2 * p is the gradient the rule sees, sign = -1 for
-    # ``maximize`` (or the gradient-clipping factor folded in, see fastnn.optim), l2
-    # PyTorch's coupled weight decay.  Per-step quantities (bias corrections, decayed
-    # learning rates) are computed once per step in Python, not per element.
+    # its new optimizer state (the buffers its kernels.specs.UpdateRule names, in that
+    # order).  ``h`` is the step's named tuple of scalars (kernels.specs), already in
+    # this float type; d = h.sign * g + h.l2 * p is the gradient the rule sees.
+    # Per-step quantities (bias corrections, decayed learning rates) are computed once
+    # per step in Python (fastnn.optim), not per element.
+    @njit(**_inline)
+    def _decayed(p, g, h):
+        return h.sign * g + h.l2 * p
+
     @njit(**_inline)
     def sgd(p, g, h):
-        sign, l2, lr = h
-        return (p - lr * (sign * g + l2 * p),)
+        return (p - h.lr * _decayed(p, g, h),)
 
     @njit(**_inline)
     def sgd_momentum(p, g, b, h):
-        # b = mu b + c d; the update is n_d d + n_b b: (0, 1) for heavy ball, (1, mu)
-        # for Nesterov.  First step: mu = 0, c = 1, so b = d as in PyTorch.
-        sign, l2, lr, mu, c, n_d, n_b = h
-        d = sign * g + l2 * p
-        b = mu * b + c * d
-        return p - lr * (n_d * d + n_b * b), b
+        # b = mu b + c d; the update is n_d d + n_b b.  First step: mu = 0, c = 1, so
+        # b = d as in PyTorch.
+        d = _decayed(p, g, h)
+        b = h.mu * b + h.c * d
+        return p - h.lr * (h.n_d * d + h.n_b * b), b
 
     @njit(**_inline)
     def adagrad(p, g, s, h):
-        sign, l2, clr, eps = h            # clr: lr / (1 + (t - 1) lr_decay)
-        d = sign * g + l2 * p
+        d = _decayed(p, g, h)
         s = s + d * d
-        return p - clr * (d / (math.sqrt(s) + eps)), s
+        return p - h.clr * (d / (math.sqrt(s) + h.eps)), s
 
     @njit(**_inline)
-    def _rms_square(v, d, alpha, c):
-        return alpha * v + c * d * d      # c = 1 - alpha
+    def _rms_square(v, d, h):
+        return h.alpha * v + h.c * d * d      # c = 1 - alpha
 
     @njit(**_inline)
     def rmsprop(p, g, v, h):
-        sign, l2, lr, alpha, c, eps, mu = h
-        d = sign * g + l2 * p
-        v = _rms_square(v, d, alpha, c)
-        return p - lr * (d / (math.sqrt(v) + eps)), v
+        d = _decayed(p, g, h)
+        v = _rms_square(v, d, h)
+        return p - h.lr * (d / (math.sqrt(v) + h.eps)), v
 
     @njit(**_inline)
     def rmsprop_centered(p, g, v, ga, h):
-        sign, l2, lr, alpha, c, eps, mu = h
-        d = sign * g + l2 * p
-        v = _rms_square(v, d, alpha, c)
-        ga = ga + c * (d - ga)
-        return p - lr * (d / (math.sqrt(v - ga * ga) + eps)), v, ga
+        d = _decayed(p, g, h)
+        v = _rms_square(v, d, h)
+        ga = ga + h.c * (d - ga)
+        return p - h.lr * (d / (math.sqrt(v - ga * ga) + h.eps)), v, ga
 
     @njit(**_inline)
     def rmsprop_momentum(p, g, v, b, h):
-        sign, l2, lr, alpha, c, eps, mu = h
-        d = sign * g + l2 * p
-        v = _rms_square(v, d, alpha, c)
-        b = mu * b + d / (math.sqrt(v) + eps)
-        return p - lr * b, v, b
+        d = _decayed(p, g, h)
+        v = _rms_square(v, d, h)
+        b = h.mu * b + d / (math.sqrt(v) + h.eps)
+        return p - h.lr * b, v, b
 
     @njit(**_inline)
     def rmsprop_centered_momentum(p, g, v, ga, b, h):
-        sign, l2, lr, alpha, c, eps, mu = h
-        d = sign * g + l2 * p
-        v = _rms_square(v, d, alpha, c)
-        ga = ga + c * (d - ga)
-        b = mu * b + d / (math.sqrt(v - ga * ga) + eps)
-        return p - lr * b, v, ga, b
+        d = _decayed(p, g, h)
+        v = _rms_square(v, d, h)
+        ga = ga + h.c * (d - ga)
+        b = h.mu * b + d / (math.sqrt(v - ga * ga) + h.eps)
+        return p - h.lr * b, v, ga, b
 
     @njit(**_inline)
     def adadelta(p, g, v, u, h):
-        sign, l2, lr, rho, c, eps = h     # c = 1 - rho
-        d = sign * g + l2 * p
-        v = rho * v + c * d * d
-        delta = math.sqrt(u + eps) / math.sqrt(v + eps) * d
-        u = rho * u + c * delta * delta
-        return p - lr * delta, v, u
+        d = _decayed(p, g, h)
+        v = h.rho * v + h.c * d * d       # c = 1 - rho
+        delta = math.sqrt(u + h.eps) / math.sqrt(v + h.eps) * d
+        u = h.rho * u + h.c * delta * delta
+        return p - h.lr * delta, v, u
 
     @njit(**_inline)
     def _adam_moments(p, g, m, v, h):
         # m moves towards d by 1 - beta1 (PyTorch's lerp); v is the squared-gradient
         # average.  Decoupled decay (AdamW) is the factor p * decay; Adam has decay 1.
-        sign, l2, decay, step_size, bc2_sqrt, eps, c1, b2, c2 = h
-        d = sign * g + l2 * p
-        return d, m + c1 * (d - m), b2 * v + c2 * d * d
+        d = _decayed(p, g, h)
+        return m + h.c1 * (d - m), h.b2 * v + h.c2 * d * d
 
     @njit(**_inline)
     def _adam_update(p, m, v_hat_sqrt, h):
-        sign, l2, decay, step_size, bc2_sqrt, eps, c1, b2, c2 = h
         # step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t): PyTorch's
         # bias corrections (the second moment's under the square root).
-        return p * decay - step_size * (m / (v_hat_sqrt / bc2_sqrt + eps))
+        return p * h.decay - h.step_size * (m / (v_hat_sqrt / h.bc2_sqrt + h.eps))
 
     @njit(**_inline)
     def adam(p, g, m, v, h):
-        d, m, v = _adam_moments(p, g, m, v, h)
+        m, v = _adam_moments(p, g, m, v, h)
         return _adam_update(p, m, math.sqrt(v), h), m, v
 
     @njit(**_inline)
     def adam_amsgrad(p, g, m, v, vmax, h):
-        d, m, v = _adam_moments(p, g, m, v, h)
+        m, v = _adam_moments(p, g, m, v, h)
         vmax = max(vmax, v)
         return _adam_update(p, m, math.sqrt(vmax), h), m, v, vmax
 
@@ -389,3 +367,9 @@ def formulas(dtype):
     return SimpleNamespace(**{k: v for k, v in locals().items()
                               if hasattr(v, "py_func")},
                            dtype=dt, F=F)
+
+
+def formulas(dtype):
+    """Return a namespace of the scalar formulas, compiled for ``dtype``: the one
+    formula cache of every kernel module."""
+    return _formulas(np.dtype(dtype))

@@ -49,8 +49,9 @@ class OnHost:
                     d = b.from_numpy(v)
                     pairs.append((v, d))
                     return d
-                if isinstance(v, tuple):
-                    return tuple(up(u) for u in v)
+                if isinstance(v, tuple):        # (a named tuple keeps its type)
+                    items = [up(u) for u in v]
+                    return type(v)(*items) if hasattr(v, "_fields") else tuple(items)
                 return v
 
             result = fun(*(up(a) for a in args))
@@ -89,8 +90,12 @@ RULE_SCALARS = {
 
 
 def rule_scalars(rule):
-    return next(v for k, v in sorted(RULE_SCALARS.items(), key=lambda kv: -len(kv[0]))
-                if rule.startswith(k))
+    """The rule's named tuple of scalars (kernels.specs) with the values above."""
+    from fastnn.kernels import specs
+
+    values = next(v for k, v in sorted(RULE_SCALARS.items(), key=lambda kv: -len(kv[0]))
+                  if rule.startswith(k))
+    return specs.UPDATE_RULES[rule].scalars(*values)
 
 
 def rand(rng, shape, dtype, lo=-3.0, hi=3.0):

@@ -52,13 +52,13 @@ def test_every_tiling(tiling, cu, rng, monkeypatch):
                 ((batch, fout), (batch, fout), (batch, fin)))
     ab = cu.from_numpy(np.tanh(zb))
 
-    cu._gemm("forward", "tanh", d["x"], d["w"], a, 1, d["b"], z)
+    cu._gemm("forward", "tanh", d["x"], d["w"], 1, K.GemmForward(a, z, d["b"]))
     close(cu.to_numpy(z), x @ w + b, dtype, fin)
     close(cu.to_numpy(a), np.tanh(x @ w + b), dtype, fin)
-    cu._gemm("accumulate", "linear", d["x"], d["gz"], d["wb"], 0.5, d["wb"], d["wb"])
+    cu._gemm("accumulate", "linear", d["x"], d["gz"], 0.5, K.GemmAccumulate(d["wb"]))
     xa = np.hstack([x, np.ones((batch, 1))])
     close(cu.to_numpy(d["wb"]), wb0 + 0.5 * xa.T @ gz, dtype, batch)
-    cu._gemm("delta", "tanh", d["gz"], d["w"], gx, 1, d["zb"], ab)
+    cu._gemm("delta", "tanh", d["gz"], d["w"], 1, K.GemmDelta(gx, d["zb"], ab))
     close(cu.to_numpy(gx), (gz @ w.T) * (1 - np.tanh(zb) ** 2), dtype, fout)
 
 
@@ -81,8 +81,8 @@ def test_model_passes_match_numpy(act, dtype, rng):
     x = rand(rng, (7, sizes[0]), dtype)
     grad = rand(rng, (7, sizes[-1]), dtype)
     model.forward(x)                                # make the workspace, then poison it
-    ws = model._workspace(7)
-    model.backend.fill(ws.flat, np.nan)
+    ws = model.plan(7)
+    model.backend.fill(ws.workspace, np.nan)
     out = model.to_numpy(model.forward(x))
     want = ref.forward(x.astype(np.float64))
     close(out, want, dtype, 10)

@@ -20,7 +20,7 @@ def _models(acts, dtype, sizes):
 
 
 def _poison(model, rows):
-    model._workspace(rows).flat[...] = np.nan       # every Z, A, dL/dZ, dL/dX unwritten
+    model.plan(rows).workspace[...] = np.nan       # every Z, A, dL/dZ, dL/dX unwritten
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -60,7 +60,7 @@ def test_fused_equals_per_layer_path(dtype, rng):
     grad = rng.standard_normal((13, sizes[-1])).astype(dtype)
     out = fused.forward(x).copy()
     fused.backward(grad, scale=0.5)
-    plan = loop._workspace(13)
+    plan = loop.plan(13)
     _poison(loop, 13)
     loop_out = Backend.model_forward(loop.backend, plan, x)
     loop.zero_grad()
@@ -71,10 +71,10 @@ def test_fused_equals_per_layer_path(dtype, rng):
 
 def test_workspace_is_one_flat_buffer():
     model = fn.Sequential(fn.Dense(4, 6, activation="relu"), fn.Dense(6, 2), seed=0)
-    plan = model._workspace(5)
+    plan = model.plan(5)
     views = [v for group in (plan.z, plan.a, plan.grad_z, plan.grad_x)
              for v in group if v is not None]
-    assert all(np.shares_memory(v, plan.flat) for v in views)
+    assert all(np.shares_memory(v, plan.workspace) for v in views)
     assert plan.a[1] is not plan.z[1] or model.layers[1].activation == "linear"
     # linear output: A is Z (no copy); hidden relu: its own A
     assert np.shares_memory(plan.a[1], plan.z[1])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastnn as fn
-from fastnn.kernels.formulas import OPTIMIZER_STATES
+from fastnn.kernels import specs
 from kernel_cases import (DTYPES, SHAPES, close, poisoned, rand, rule_scalars,
                           small_enough, tol)
 
@@ -70,7 +70,7 @@ def _targets(name, rng, shape, dtype):
     if name == "cross_entropy_probs":
         t = rng.uniform(0.1, 1, shape)
         return (t / t.sum(axis=1, keepdims=True)).astype(dtype)
-    if name in ("bce", "bce_logits", "kl_div"):
+    if name in ("bce", "bce_with_logits", "kl_div"):
         return rng.uniform(0.05, 0.95, shape).astype(dtype)
     if name == "hinge":
         return rng.choice([-1.0, 1.0], shape).astype(dtype)
@@ -85,8 +85,7 @@ def _outputs(name, rng, shape, dtype):
     return rand(rng, shape, dtype)
 
 
-LOSS_KERNELS = ("mse", "l1", "huber", "bce", "bce_logits", "hinge", "kl_div",
-                "cross_entropy", "cross_entropy_probs")
+LOSS_KERNELS = tuple(specs.LOSS_KERNELS)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -109,12 +108,12 @@ def test_loss_kernels(name, shape, dtype, rng, ref, kern):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [1, 7, 33, 1025, 70001])
-@pytest.mark.parametrize("rule", sorted(OPTIMIZER_STATES))
+@pytest.mark.parametrize("rule", sorted(specs.UPDATE_RULES))
 def test_optimizer_step(rule, n, dtype, rng, ref, kern):
     """One fused step of every update rule against the reference, all buffers."""
     small_enough(kern.name, n)
     p0, g = rand(rng, n, dtype), rand(rng, n, dtype)
-    names = OPTIMIZER_STATES[rule]
+    names = specs.UPDATE_RULES[rule].state
     # state a running optimizer could hold: signed averages, squared averages >= 1
     # (so that square_avg - grad_avg^2 stays positive)
     state0 = [(0.1 if name == "grad_avg" else 1.0) * rand(rng, n, dtype)
@@ -122,7 +121,7 @@ def test_optimizer_step(rule, n, dtype, rng, ref, kern):
               else 1 + np.abs(rand(rng, n, dtype)) for name in names]
     h = rule_scalars(rule)
     p, state = p0.copy(), tuple(s.copy() for s in state0)
-    kern.optimizer_step(rule, p, g, state, tuple(dtype(x) for x in h))
+    kern.optimizer_step(rule, p, g, state, h._make(dtype(x) for x in h))
     wp, wstate = p0.astype(np.float64), tuple(s.astype(np.float64) for s in state0)
     ref.optimizer_step(rule, wp, g.astype(np.float64), wstate, h)
     close(p, wp, dtype)
@@ -148,7 +147,7 @@ def test_extreme_logits_stay_finite(dtype, kern, ref):
     z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]], dtype)
     for backend in (kern, ref):
         for name, target in (("cross_entropy", np.array([1, 0])),
-                             ("bce_logits", np.array([[1, 0, 1], [0, 1, 0]], dtype))):
+                             ("bce_with_logits", np.array([[1, 0, 1], [0, 1, 0]], dtype))):
             grad = np.empty_like(z)
             value = backend.loss(name, z, target, grad, 0.0, 0.5)
             assert np.isfinite(value) and np.isfinite(grad).all(), (backend.name, name)

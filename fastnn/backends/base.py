@@ -1,19 +1,21 @@
-"""The kernel interface every backend implements: thirteen kernel methods, plus two
+"""The kernel interface every backend implements: fourteen kernel methods, plus two
 whole-model passes that default to loops over them, plus the data plumbing of a
 training loop (checking and staging inputs, gathering shuffled batches, accumulating
 loss and accuracy) whose defaults here are those of a host (NumPy-array) backend.
 
 Arrays are the backend's own (NumPy arrays for ``numpy`` and ``cpu``); every method
 writes into arrays it is given (inputs first, outputs last) and allocates nothing but
-what ``empty`` is asked for.  Shapes: ``x`` (batch, in), ``w`` (in, out), ``b`` (out,),
-``z``/``a``/``grad_z`` (batch, out).  ``scale`` weighs what is added into a gradient
-buffer (micro-batch m_i of a batch B: ``scale = m_i / B``).
+what ``empty``/``copy`` are asked for.  Shapes: ``x`` (batch, in), ``w`` (in, out),
+``b`` (out,), ``z``/``a``/``grad_z`` (batch, out).  ``scale`` weighs what is added into
+a gradient buffer (micro-batch m_i of a batch B: ``scale = m_i / B``).  Names are keys
+of the registry (``fastnn.kernels.specs``): activations, loss kernels, update rules.
+Every backend implements every method with the signature given here
+(``tests/backends/test_conformance.py`` checks it).
 """
-
-
 import numpy as np
 
 from .. import _checks
+from ..kernels import specs
 
 
 class Backend:
@@ -30,6 +32,10 @@ class Backend:
 
     def to_numpy(self, array):
         """A NumPy copy of a backend array."""
+        raise NotImplementedError
+
+    def copy(self, array):
+        """A new backend array holding a copy of ``array``."""
         raise NotImplementedError
 
     def fill(self, buf, value):
@@ -55,11 +61,12 @@ class Backend:
         raise NotImplementedError
 
     # -- whole-model passes --------------------------------------------------------
-    # ``plan`` is a model's workspace for one batch size (``fastnn.layers._Workspace``):
-    # ``plan.model`` (its layers' parameters and the flat buffers), the per-layer views
-    # ``z``, ``a``, ``grad_z``, ``grad_x``, and the same as one flat array + offset table
-    # for backends that run a pass as one kernel.  These defaults call the per-layer
-    # methods above; a compiled backend overrides them with fused passes.
+    # ``plan`` is a model's plan for one batch size (``fastnn.plan.Plan``): ``plan.model``
+    # (its layers' parameters and the flat buffers), the per-layer views ``z``, ``a``,
+    # ``grad_z``, ``grad_x`` of one flat ``workspace``, and ``layers``, the offsets of
+    # everything as named records, for backends that run a pass as one call.  These
+    # defaults call the per-layer methods above; a compiled backend overrides them with
+    # fused passes.
     def model_forward(self, plan, x):
         """Every layer in turn: ``z = inp @ w + b``, ``a = f(z)``; returns the last
         ``a``."""
@@ -90,11 +97,10 @@ class Backend:
         raise NotImplementedError
 
     def optimizer_step(self, name, params, grads, state, hyper):
-        """One step of the update rule ``name`` (a key of
-        ``fastnn.kernels.formulas.OPTIMIZER_STATES``) over the flat buffers, in place:
-        ``params`` and each buffer of ``state`` (a tuple, in the rule's order) are
-        updated from ``grads``.  ``hyper`` is the rule's tuple of scalars (see the
-        formula), of the buffers' float type."""
+        """One step of the update rule ``name`` (a key of ``specs.UPDATE_RULES``) over
+        the flat buffers, in place: ``params`` and each buffer of ``state`` (a tuple,
+        in the rule's order) are updated from ``grads``.  ``hyper`` is the rule's
+        named tuple of scalars (``rule.scalars``), of the buffers' float type."""
         raise NotImplementedError
 
     def vector_norm(self, buf, order):
@@ -117,8 +123,9 @@ class Backend:
         return _checks.batch_array(x, argname, dtype, ndim, columns)
 
     def stage(self, x, owner, key):
-        """``x`` where the kernels can read it: a device backend copies host arrays
-        into ``owner.staged[key]``; a host backend returns ``x``."""
+        """``x`` where the kernels can read it: a device backend copies a host array
+        into a buffer of its own, kept for (``owner``, ``key``) while ``owner`` lives
+        (no allocation per batch); a host backend returns ``x``."""
         return x
 
     def dataset(self, *arrays):
@@ -150,13 +157,12 @@ class Backend:
 
     def count_correct(self, rule, out, target, sums, slot):
         """Add the number of correct predictions in ``out`` into ``sums[slot]`` and
-        return how many were judged.  ``rule``: ``("argmax",)`` (labels, or the argmax
-        of class probabilities) or ``("threshold", out_cut, target_cut)`` (every
-        element: (out > out_cut) == (target > target_cut))."""
-        if rule[0] == "argmax":
+        return how many were judged.  ``rule``: ``specs.Argmax()`` (labels, or the
+        argmax of class probabilities) or ``specs.Threshold(out_cut, target_cut)``
+        (every element: (out > out_cut) == (target > target_cut))."""
+        if isinstance(rule, specs.Argmax):
             labels = target if target.ndim == 1 else target.argmax(axis=1)
             sums[slot] += np.count_nonzero(out.argmax(axis=1) == labels)
             return out.shape[0]
-        _, out_cut, target_cut = rule
-        sums[slot] += np.count_nonzero((out > out_cut) == (target > target_cut))
+        sums[slot] += np.count_nonzero((out > rule.out_cut) == (target > rule.target_cut))
         return out.size

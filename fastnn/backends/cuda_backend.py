@@ -11,10 +11,12 @@ launches are the cost, and the tests hold a training step to its budget.
 """
 import importlib.util
 import math
+import weakref
 
 import numpy as np
 
 from .. import _checks
+from ..kernels import specs
 from .base import Backend
 
 
@@ -72,8 +74,10 @@ class CudaBackend(Backend):
         # stream; the kernel that finishes a reduction resets the counter.
         self._parts = self.cuda.device_array(2 * K.MAX_BLOCKS, np.float64)
         self._done = self.cuda.to_device(np.zeros(1, np.int32))
-        self.staged = {}     # staging buffers: backend.loss's host targets, and the
-        #                      host side of batches gathered from a host data set
+        # Staging buffers, owned here: per owner (a plan, a loss, this backend), the
+        # device copies of its host inputs and the host side of batches gathered from a
+        # host data set; dropped with their owner.
+        self._staging = weakref.WeakKeyDictionary()
 
     # -- launches ------------------------------------------------------------------
     def _launch(self, kernel, work, *args):
@@ -83,17 +87,16 @@ class CudaBackend(Backend):
         kernel[blocks, K.BLOCK](*args)
         self.launches += 1
 
-    def _kernel(self, kind, name, dtype):
-        return self.K.kernel(kind, name, dtype)
-
-    def _gemm(self, use, activation, a, b, c, alpha, e0, e1):
+    def _gemm(self, use, activation, a, b, alpha, out):
+        """op(A) op(B) with the epilogue of ``use`` writing ``out``, a named tuple of
+        the kernels' (``K.GemmForward``, ``K.GemmAccumulate``, ``K.GemmDelta``)."""
         K = self.K
-        m, n = c.shape
+        m, n = out[0].shape
         tiling = K.pick_tiling(m, n, self.sms)
         tx, ty, rm, rn, _ = K.TILINGS[tiling]
-        kern = K.gemm_kernel(use, activation, c.dtype, tiling)
+        kern = K.gemm_kernel(use, activation, out[0].dtype, tiling)
         kern[(-(-n // (tx * rn)), -(-m // (ty * rm))), (tx, ty)](
-            a, b, c, c.dtype.type(alpha), e0, e1)
+            a, b, out[0].dtype.type(alpha), out)
         self.launches += 1
 
     @staticmethod
@@ -107,9 +110,12 @@ class CudaBackend(Backend):
 
     def _activation(self, kind, name, *arrays):
         """The activation kernel ``kind`` ("forward" or "delta") over ``arrays``:
-        softmax row by row, the elementwise ones over the flat buffers."""
-        kern = self._kernel(kind, name, arrays[0].dtype)
-        if name == "softmax":
+        a row function (softmax) row by row, the elementwise ones over the flat
+        buffers."""
+        K = self.K
+        kern = (K.activation_forward if kind == "forward" else K.activation_delta)(
+            name, arrays[0].dtype)
+        if specs.ACTIVATIONS[name].rows:
             self._launch(kern, arrays[0].shape[0], *arrays)
         else:
             self._launch(kern, arrays[0].size, *(self._flat(v) for v in arrays))
@@ -140,14 +146,19 @@ class CudaBackend(Backend):
             return array.copy()
         return array.copy_to_host()
 
+    def copy(self, array):
+        out = self.cuda.device_array(array.shape, array.dtype)
+        out.copy_to_device(array)            # device to device, on the stream
+        return out
+
     def fill(self, buf, value):
         flat = self._flat(buf)
-        self._launch(self._kernel("fill", None, buf.dtype), flat.size, flat,
+        self._launch(self.K.elementwise("fill", buf.dtype), flat.size, flat,
                      buf.dtype.type(value))
 
     def scale(self, buf, factor):
         flat = self._flat(buf)
-        self._launch(self._kernel("scale", None, buf.dtype), flat.size, flat,
+        self._launch(self.K.elementwise("scale", buf.dtype), flat.size, flat,
                      buf.dtype.type(factor))
 
     # -- inputs --------------------------------------------------------------------
@@ -167,12 +178,18 @@ class CudaBackend(Backend):
             raise ValueError(f"{argname} must be C-contiguous")
         return x
 
+    def _staged(self, owner):
+        bufs = self._staging.get(owner)
+        if bufs is None:
+            bufs = self._staging[owner] = {}
+        return bufs
+
     def stage(self, x, owner, key):
-        """``x`` on the device: a host array is copied into ``owner``'s buffer
-        ``key`` (kept between calls: no allocation per batch)."""
+        """``x`` on the device: a host array is copied into this backend's buffer for
+        (``owner``, ``key``) (kept between calls: no allocation per batch)."""
         if not isinstance(x, np.ndarray):
             return x
-        bufs = owner.staged
+        bufs = self._staged(owner)
         buf = bufs.get(key)
         if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
             buf = bufs[key] = self.cuda.device_array(x.shape, x.dtype)
@@ -208,10 +225,11 @@ class CudaBackend(Backend):
             # A data set left on the host: gather there (as a host backend does),
             # into host buffers kept per batch shape, and copy the batch up.
             hosts = []
+            bufs = self._staged(self)
             for src, out, key in ((x_src, x_out, "gather_x"), (y_src, y_out, "gather_y")):
-                host = self.staged.get((key, out.shape))
+                host = bufs.get((key, out.shape))
                 if host is None:
-                    host = self.staged[(key, out.shape)] = np.empty(out.shape, src.dtype)
+                    host = bufs[(key, out.shape)] = np.empty(out.shape, src.dtype)
                 hosts.append(host)
             super().gather(x_src, y_src, idx, *hosts)
             x_out.copy_to_device(hosts[0])
@@ -219,26 +237,28 @@ class CudaBackend(Backend):
             return
         y_src, y_out = self._rows(y_src), self._rows(y_out)
         work = x_out.shape[0] * (x_out.shape[1] + y_out.shape[1])
-        self._launch(self._kernel("gather", None, x_out.dtype), work, x_src, y_src, idx,
+        self._launch(self.K.elementwise("gather", x_out.dtype), work, x_src, y_src, idx,
                      x_out, y_out)
 
     # -- dense layers --------------------------------------------------------------
     def dense_forward(self, x, w, b, z):
-        self._gemm("forward", "linear", x, w, z, 1, b, z)
+        self._gemm("forward", "linear", x, w, 1, self.K.GemmForward(z, z, b))
 
     def dense_backward(self, x, w, grad_z, grad_w, grad_x, scale):
-        self._gemm("accumulate", "linear", x, grad_z, grad_w, scale, grad_w, grad_w)
+        self._gemm("accumulate", "linear", x, grad_z, scale,
+                   self.K.GemmAccumulate(grad_w))
         if grad_x is not None:
-            self._gemm("delta", "linear", grad_z, w, grad_x, 1, grad_x, grad_x)
+            self._gemm("delta", "linear", grad_z, w, 1,
+                       self.K.GemmDelta(grad_x, grad_x, grad_x))
 
     def activation_forward(self, name, z, a):
         self._activation("forward", name, z, a)
 
     def activation_backward(self, name, z, a, grad_a, grad_z, grad_b, scale):
-        if name == "softmax":
+        if specs.ACTIVATIONS[name].rows:
             self._activation("delta", name, z, a, grad_a, grad_z)
             name, grad_a = "linear", grad_z     # then the bias sums over grad_z
-        self._launch(self._kernel("bias_backward", name, z.dtype), z.shape[1], z, a,
+        self._launch(self.K.bias_backward(name, z.dtype), z.shape[1], z, a,
                      grad_a, grad_z, grad_b, z.dtype.type(scale))
 
     # -- whole-model passes --------------------------------------------------------
@@ -248,34 +268,38 @@ class CudaBackend(Backend):
     # below's dL/dZ with that layer's f' in the epilogue; plus one elementwise launch
     # for the output layer's f' unless it is linear.  So 3 launches per layer at most.
     def model_forward(self, plan, x):
-        inp = x
+        K, inp = self.K, x
         for layer, z, a in zip(plan.model.layers, plan.z, plan.a):
             act = layer.activation
-            if act == "softmax":
-                self._gemm("forward", "linear", inp, layer.weight.data, z, 1,
-                           layer.bias.data, z)
+            if specs.ACTIVATIONS[act].rows:     # softmax: a row kernel after the GEMM
+                self._gemm("forward", "linear", inp, layer.weight.data, 1,
+                           K.GemmForward(z, z, layer.bias.data))
                 self._activation("forward", act, z, a)
             else:
-                self._gemm("forward", act, inp, layer.weight.data, a, 1, layer.bias.data,
-                           z)
+                self._gemm("forward", act, inp, layer.weight.data, 1,
+                           K.GemmForward(a, z, layer.bias.data))
             inp = a
         return inp
 
     def _weight_bias_grads(self, plan):
         """Per layer, [dW; db] as one (in + 1) x out view of the gradient buffer: the
-        bias follows its weight there (layers.py lays them out so)."""
-        views = plan.staged.get("wb_grads")
+        bias follows its weight there (the plan's records say so: b_off = w_off +
+        fin * fout, which the model lays out)."""
+        bufs = self._staged(plan)
+        views = bufs.get("wb_grads")
         if views is None:
             grads = plan.model.flat_grads
             views = []
-            for fin, fout, w_off, b_off in plan.table[:, :4]:
-                assert b_off == w_off + fin * fout
+            for L in plan.layers:
+                fin, fout, w_off = int(L["fin"]), int(L["fout"]), int(L["w_off"])
+                assert L["b_off"] == w_off + fin * fout
                 views.append(grads[w_off:w_off + (fin + 1) * fout].reshape(
-                    (int(fin + 1), int(fout))))
-            plan.staged["wb_grads"] = views
+                    (fin + 1, fout)))
+            bufs["wb_grads"] = views
         return views
 
     def model_backward(self, plan, x, grad, scale):
+        K = self.K
         layers = plan.model.layers
         wb = self._weight_bias_grads(plan)
         last = len(layers) - 1
@@ -287,19 +311,19 @@ class CudaBackend(Backend):
             gz = plan.grad_z[last]
         for i in range(last, -1, -1):
             inp = x if i == 0 else plan.a[i - 1]
-            self._gemm("accumulate", "linear", inp, gz, wb[i], scale, wb[i], wb[i])
+            self._gemm("accumulate", "linear", inp, gz, scale, K.GemmAccumulate(wb[i]))
             if i == 0:
                 break
             below = layers[i - 1].activation
             w = layers[i].weight.data
-            if below == "softmax":
+            if specs.ACTIVATIONS[below].rows:
                 gx = plan.grad_x[i]
-                self._gemm("delta", "linear", gz, w, gx, 1, gx, gx)
+                self._gemm("delta", "linear", gz, w, 1, K.GemmDelta(gx, gx, gx))
                 self._activation("delta", below, plan.z[i - 1], plan.a[i - 1], gx,
                                  plan.grad_z[i - 1])
             else:
-                self._gemm("delta", below, gz, w, plan.grad_z[i - 1], 1, plan.z[i - 1],
-                           plan.a[i - 1])
+                self._gemm("delta", below, gz, w, 1,
+                           K.GemmDelta(plan.grad_z[i - 1], plan.z[i - 1], plan.a[i - 1]))
             gz = plan.grad_z[i - 1]
 
     # -- losses, metrics, optimizers -----------------------------------------------
@@ -310,14 +334,15 @@ class CudaBackend(Backend):
         # The accuracy is counted by the loss kernel itself (one launch for both).
         F = out.dtype.type
         args = (F(param), F(norm), sums, self._parts, self._done, float(weight))
-        kern = self._kernel("loss", name, out.dtype)
-        if name in self.K.ROW_LOSSES:
+        kern = self.K.loss(name, out.dtype)
+        if specs.LOSS_KERNELS[name].form != "elementwise":      # softmax rows
             self._launch(kern, out.shape[0], out, self._rows(target), grad, *args)
-            return out.shape[0] if rule else 0
-        cuts = (F(0), F(0), False) if rule is None else (F(rule[1]), F(rule[2]), True)
+            return 0 if rule is None else out.shape[0]
+        cuts = (F(0), F(0), False) if rule is None else (
+            F(rule.out_cut), F(rule.target_cut), True)
         self._launch(kern, out.size, self._flat(out), self._flat(target),
                      self._flat(grad), *args, *cuts)
-        return out.size if rule else 0
+        return 0 if rule is None else out.size
 
     def loss(self, name, out, target, grad, param, norm):
         scratch = self._scratch
@@ -326,8 +351,18 @@ class CudaBackend(Backend):
                       scratch, 1.0)
         return float(scratch.copy_to_host()[0])
 
+    def count_correct(self, rule, out, target, sums, slot):
+        # (fit's path for a custom loss; the built-in losses count inside their kernel)
+        host = np.zeros(slot + 1)
+        judged = super().count_correct(rule, self.to_numpy(out), self.to_numpy(target),
+                                       host, slot)
+        mine = self.to_numpy(sums)
+        mine[slot] += host[slot]
+        self.from_numpy(mine, out=sums)
+        return judged
+
     def optimizer_step(self, name, params, grads, state, hyper):
-        self._launch(self._kernel("optimizer", name, params.dtype), params.size, params,
+        self._launch(self.K.optimizer_step(name, params.dtype), params.size, params,
                      grads, *state, hyper)
 
     def vector_norm(self, buf, order):
@@ -335,7 +370,7 @@ class CudaBackend(Backend):
         scratch.copy_to_device(np.zeros(2))
         flat = self._flat(buf)
         code = 0.0 if order == math.inf else float(order)
-        kern = self._kernel("norm", "max" if order == math.inf else "sum", buf.dtype)
+        kern = self.K.norm("max" if order == math.inf else "sum", buf.dtype)
         self._launch(kern, flat.size, flat, code, scratch, self._parts, self._done)
         total, nans = scratch.copy_to_host()
         if nans:

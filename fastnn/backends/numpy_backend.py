@@ -1,6 +1,12 @@
 """The reference backend: plain vectorised NumPy, written independently of the compiled
-formulas so that the two check each other.  float64 here is the spec."""
+formulas so that the two check each other.  float64 here is the spec.
+
+Its tables hold one NumPy implementation per registry entry (``fastnn.kernels.specs``):
+a name missing here (or here but not in the registry) stops this module from loading,
+saying which."""
 import numpy as np
+
+from ..kernels import specs
 from .base import Backend
 
 
@@ -31,20 +37,31 @@ def _silu_df(z, a):
     return s * (1 + z * (1 - s))
 
 
-# name -> (f(z), f'(z, a) elementwise)
-ACTIVATIONS = {
-    "linear": (lambda z: z, lambda z, a: np.ones_like(z)),
-    "relu": (lambda z: np.maximum(z, 0), lambda z, a: (z > 0).astype(z.dtype)),
+def _elementwise(df):
+    """The backward of an elementwise activation: grad_a * f'(z, a)."""
+    return lambda z, a, grad_a: grad_a * df(z, a)
+
+
+def _softmax_backward(z, a, grad_a):
+    # a row function: the Jacobian-vector product a * (grad_a - <grad_a, a>)
+    return a * (grad_a - (grad_a * a).sum(axis=1, keepdims=True))
+
+
+# activation name -> (f(z), backward(z, a, grad_a) -> grad_z)
+REFERENCE_ACTIVATIONS = {
+    "linear": (lambda z: z, lambda z, a, ga: ga * 1),
+    "relu": (lambda z: np.maximum(z, 0),
+             _elementwise(lambda z, a: (z > 0).astype(z.dtype))),
     "leaky_relu": (lambda z: np.where(z > 0, z, 0.01 * z),
-                   lambda z, a: np.where(z > 0, 1, 0.01)),
+                   _elementwise(lambda z, a: np.where(z > 0, 1, 0.01))),
     "elu": (lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0))),
-            lambda z, a: np.where(z > 0, 1, a + 1)),
-    "sigmoid": (_sigmoid, lambda z, a: a * (1 - a)),
-    "tanh": (np.tanh, lambda z, a: 1 - a * a),
-    "gelu": (lambda z: 0.5 * z * (1 + erf(z / np.sqrt(2))), _gelu_df),
-    "silu": (lambda z: z * _sigmoid(z), _silu_df),
-    "softplus": (lambda z: np.logaddexp(0, z), lambda z, a: _sigmoid(z)),
-    "softmax": (_softmax, None),   # not elementwise: its backward is a row product
+            _elementwise(lambda z, a: np.where(z > 0, 1, a + 1))),
+    "sigmoid": (_sigmoid, _elementwise(lambda z, a: a * (1 - a))),
+    "tanh": (np.tanh, _elementwise(lambda z, a: 1 - a * a)),
+    "gelu": (lambda z: 0.5 * z * (1 + erf(z / np.sqrt(2))), _elementwise(_gelu_df)),
+    "silu": (lambda z: z * _sigmoid(z), _elementwise(_silu_df)),
+    "softplus": (lambda z: np.logaddexp(0, z), _elementwise(lambda z, a: _sigmoid(z))),
+    "softmax": (_softmax, _softmax_backward),
 }
 
 
@@ -84,14 +101,15 @@ def _ce_probs(z, t, param):
     return -(t * ls).sum(axis=1), np.exp(ls) * t.sum(axis=1, keepdims=True) - t
 
 
-# name -> (terms, d terms / d out) given (out, target, param); value = sum(terms) * norm
-LOSSES = {
+# loss kernel name -> (terms, d terms / d out) given (out, target, param);
+# value = sum(terms) * norm
+REFERENCE_LOSSES = {
     "mse": lambda o, t, p: ((o - t) ** 2, 2 * (o - t)),
     "l1": lambda o, t, p: (np.abs(o - t), np.sign(o - t)),
     "huber": _huber,
     "bce": _bce,
-    "bce_logits": lambda o, t, p: (np.maximum(o, 0) - o * t + np.log1p(np.exp(-np.abs(o))),
-                                   _sigmoid(o) - t),
+    "bce_with_logits": lambda o, t, p: (np.maximum(o, 0) - o * t
+                                        + np.log1p(np.exp(-np.abs(o))), _sigmoid(o) - t),
     "hinge": lambda o, t, p: (np.maximum(0, 1 - t * o), np.where(1 - t * o > 0, -t, 0)),
     "kl_div": lambda o, t, p: (_xlogy(t) - t * o, -t),
     "cross_entropy": _ce_labels,
@@ -99,75 +117,70 @@ LOSSES = {
 }
 
 
-# Optimizer rules, vectorised and in place: (p, g, *state, h), state and h laid out as
-# the compiled formulas take them (fastnn.kernels.formulas, OPTIMIZER_STATES).  Written
-# from PyTorch's documented algorithms, as a sequence of whole-array passes.
+# Optimizer rules, vectorised and in place: (p, g, *state, h), the state buffers in the
+# rule's order and h its named tuple of scalars (fastnn.kernels.specs).  Written from
+# PyTorch's documented algorithms, as a sequence of whole-array passes.
 def _decayed(p, g, h):
-    sign, l2 = h[0], h[1]
-    return sign * g + l2 * p
+    return h.sign * g + h.l2 * p
 
 
 def _sgd(p, g, h):
-    p -= h[2] * _decayed(p, g, h)
+    p -= h.lr * _decayed(p, g, h)
 
 
 def _sgd_momentum(p, g, buf, h):
-    _, _, lr, mu, c, n_d, n_b = h
     d = _decayed(p, g, h)
-    buf *= mu
-    buf += c * d
-    p -= lr * (n_d * d + n_b * buf)
+    buf *= h.mu
+    buf += h.c * d
+    p -= h.lr * (h.n_d * d + h.n_b * buf)
 
 
 def _adagrad(p, g, acc, h):
-    clr, eps = h[2], h[3]
     d = _decayed(p, g, h)
     acc += d * d
-    p -= clr * d / (np.sqrt(acc) + eps)
+    p -= h.clr * d / (np.sqrt(acc) + h.eps)
 
 
 def _rmsprop(p, g, sq, grad_avg, buf, h):
-    _, _, lr, alpha, c, eps, mu = h
     d = _decayed(p, g, h)
-    sq *= alpha
-    sq += c * d * d
+    sq *= h.alpha
+    sq += h.c * d * d
     var = sq
     if grad_avg is not None:
-        grad_avg += c * (d - grad_avg)
+        grad_avg += h.c * (d - grad_avg)
         var = sq - grad_avg * grad_avg
-    step = d / (np.sqrt(var) + eps)
+    step = d / (np.sqrt(var) + h.eps)
     if buf is not None:
-        buf *= mu
+        buf *= h.mu
         buf += step
         step = buf
-    p -= lr * step
+    p -= h.lr * step
 
 
 def _adadelta(p, g, sq, acc_delta, h):
-    _, _, lr, rho, c, eps = h
     d = _decayed(p, g, h)
-    sq *= rho
-    sq += c * d * d
-    delta = np.sqrt(acc_delta + eps) / np.sqrt(sq + eps) * d
-    acc_delta *= rho
-    acc_delta += c * delta * delta
-    p -= lr * delta
+    sq *= h.rho
+    sq += h.c * d * d
+    delta = np.sqrt(acc_delta + h.eps) / np.sqrt(sq + h.eps) * d
+    acc_delta *= h.rho
+    acc_delta += h.c * delta * delta
+    p -= h.lr * delta
 
 
 def _adam(p, g, m, v, vmax, h):
-    _, _, decay, step_size, bc2_sqrt, eps, c1, b2, c2 = h
     d = _decayed(p, g, h)
-    m += c1 * (d - m)
-    v *= b2
-    v += c2 * d * d
+    m += h.c1 * (d - m)
+    v *= h.b2
+    v += h.c2 * d * d
     if vmax is not None:
         np.maximum(vmax, v, out=vmax)
-    denom = np.sqrt(v if vmax is None else vmax) / bc2_sqrt + eps
-    p *= decay
-    p -= step_size * (m / denom)
+    denom = np.sqrt(v if vmax is None else vmax) / h.bc2_sqrt + h.eps
+    p *= h.decay
+    p -= h.step_size * (m / denom)
 
 
-OPTIMIZERS = {
+# update rule name -> f(p, g, *state, h), in place
+REFERENCE_RULES = {
     "sgd": _sgd,
     "sgd_momentum": _sgd_momentum,
     "adagrad": _adagrad,
@@ -179,6 +192,20 @@ OPTIMIZERS = {
     "adam": lambda p, g, m, v, h: _adam(p, g, m, v, None, h),
     "adam_amsgrad": _adam,
 }
+
+
+def _complete(table, registry, what):
+    """Stop here, naming them, if the reference lacks a registry entry or has extra."""
+    missing, extra = set(registry) - set(table), set(table) - set(registry)
+    if missing or extra:
+        raise ImportError(f"the NumPy reference's {what} do not match the registry "
+                          f"(fastnn/kernels/specs.py): missing {sorted(missing)}, not in "
+                          f"the registry {sorted(extra)}")
+
+
+_complete(REFERENCE_ACTIVATIONS, specs.ACTIVATIONS, "activations")
+_complete(REFERENCE_LOSSES, specs.LOSS_KERNELS, "loss kernels")
+_complete(REFERENCE_RULES, specs.UPDATE_RULES, "update rules")
 
 
 class NumpyBackend(Backend):
@@ -196,6 +223,9 @@ class NumpyBackend(Backend):
     def to_numpy(self, array):
         return np.array(array, copy=True)
 
+    def copy(self, array):
+        return array.copy()
+
     def fill(self, buf, value):
         buf.fill(value)
 
@@ -209,22 +239,19 @@ class NumpyBackend(Backend):
             np.matmul(grad_z, w.T, out=grad_x)
 
     def activation_forward(self, name, z, a):
-        a[...] = ACTIVATIONS[name][0](z)
+        a[...] = REFERENCE_ACTIVATIONS[name][0](z)
 
     def activation_backward(self, name, z, a, grad_a, grad_z, grad_b, scale):
-        if name == "softmax":
-            grad_z[...] = a * (grad_a - (grad_a * a).sum(axis=1, keepdims=True))
-        else:
-            grad_z[...] = grad_a * ACTIVATIONS[name][1](z, a)
+        grad_z[...] = REFERENCE_ACTIVATIONS[name][1](z, a, grad_a)
         grad_b += (scale * grad_z.sum(axis=0)).astype(grad_b.dtype, copy=False)
 
     def loss(self, name, out, target, grad, param, norm):
-        terms, d = LOSSES[name](out, target, param)
+        terms, d = REFERENCE_LOSSES[name](out, target, param)
         grad[...] = d * norm
         return float(np.sum(terms, dtype=np.float64) * norm)
 
     def optimizer_step(self, name, params, grads, state, hyper):
-        OPTIMIZERS[name](params, grads, *state, hyper)
+        REFERENCE_RULES[name](params, grads, *state, hyper)
 
     def vector_norm(self, buf, order):
         return float(np.linalg.norm(buf.astype(np.float64), ord=order))

@@ -1,0 +1,308 @@
+"""The model: ``Sequential``, a stack of Dense layers owning one flat parameter buffer
+and one flat gradient buffer (every Parameter is a view into them), and its plans."""
+import json
+import os
+
+import numpy as np
+
+from . import _checks, fileformat, training
+from ._version import __version__
+from .backends import DEFAULT, get_backend
+from .layers import Dense, Parameter
+from .plan import Plan
+
+
+class Sequential:
+    """A stack of Dense layers with one flat parameter buffer and one flat gradient
+    buffer.
+
+    ``backend``: ``"cpu"`` (compiled, default), ``"cuda"`` (an NVIDIA GPU: the
+    parameters, gradients and optimizer state live in GPU memory) or ``"numpy"``
+    (the reference);
+    ``dtype``: float32 (default) or float64; ``seed``: seeds the weight initialisation
+    (same seed, same weights, on every backend).
+    """
+
+    _MAX_PLANS = 4
+
+    def __init__(self, *layers, backend=DEFAULT, dtype=np.float32, seed=None):
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Dense):
+                raise TypeError(f"layer {i} must be a fastnn.Dense, got "
+                                f"{type(layer).__name__}")
+            if layer.weight is not None:
+                raise ValueError(f"layer {i} already belongs to a model; make a new Dense")
+        for i in range(1, len(layers)):
+            if layers[i].in_features != layers[i - 1].out_features:
+                raise ValueError(
+                    f"layer {i} has in_features={layers[i].in_features} but layer {i - 1} "
+                    f"has out_features={layers[i - 1].out_features}")
+        self.backend = get_backend(backend)
+        self.dtype = _checks.dtype_of(dtype)
+        self.layers = tuple(layers)
+        self.seed = seed
+        self.in_features = layers[0].in_features
+        self.out_features = layers[-1].out_features
+
+        shapes = [s for layer in layers for s in layer.param_shapes]
+        sizes = [int(np.prod(s)) for s in shapes]
+        self.num_parameters = sum(sizes)
+        # The flat buffers: an optimizer step and zero_grad are one kernel over them.
+        self.flat_params = self.backend.empty((self.num_parameters,), self.dtype)
+        self.flat_grads = self.backend.empty((self.num_parameters,), self.dtype)
+        self._params = []
+        offset = 0
+        for i, layer in enumerate(layers):
+            views = []
+            for kind in ("weight", "bias"):
+                shape = shapes[len(self._params)]
+                n = int(np.prod(shape))
+                p = Parameter(f"{i}.{kind}",
+                              self.flat_params[offset:offset + n].reshape(shape),
+                              self.flat_grads[offset:offset + n].reshape(shape), self)
+                self._params.append(p)
+                views.append(p)
+                offset += n
+            layer.weight, layer.bias = views
+
+        rng = np.random.default_rng(seed)
+        init = np.concatenate([v.ravel() for layer in layers
+                               for v in layer.initial_values(rng)])
+        self.backend.from_numpy(init.astype(self.dtype), out=self.flat_params)
+        self.zero_grad()
+        self._plans = {}
+        self._inputs = None      # the plan and input of the last forward, for backward
+        self.optimizer = None    # the optimizer and loss of the last fit (or load)
+        self.loss = None
+        self.stop_training = False
+
+    # -- parameters ----------------------------------------------------------------
+    def parameters(self):
+        """The Parameters in order: 0.weight, 0.bias, 1.weight, 1.bias, ..."""
+        return list(self._params)
+
+    def get_weights(self):
+        """NumPy copies of every parameter, in :meth:`parameters` order."""
+        return [self.backend.to_numpy(p.data) for p in self._params]
+
+    def get_gradients(self):
+        """NumPy copies of every gradient, in :meth:`parameters` order."""
+        return [self.backend.to_numpy(p.grad) for p in self._params]
+
+    def set_weights(self, weights):
+        """Replace every parameter from a list of arrays in :meth:`parameters` order.
+        All are checked (count, shapes, exact conversion to the model's dtype) before
+        any is written."""
+        weights = list(weights)
+        if len(weights) != len(self._params):
+            raise ValueError(f"weights must be a list of {len(self._params)} arrays, got "
+                             f"{len(weights)}")
+        arrays = []
+        for p, w in zip(self._params, weights):
+            arr = _checks.exact_cast(w, self.dtype, f"weights[{p.name}]")
+            if arr.shape != p.shape:
+                raise ValueError(f"weights[{p.name}] must have shape {p.shape}, got "
+                                 f"{arr.shape}")
+            if not _checks.all_finite(arr):
+                raise ValueError(f"weights[{p.name}] contains NaN or inf")
+            arrays.append(arr)
+        flat = np.concatenate([a.ravel() for a in arrays])
+        self.backend.from_numpy(flat, out=self.flat_params)
+
+    def zero_grad(self):
+        """Set every gradient to zero: one fill of the flat gradient buffer."""
+        self.backend.fill(self.flat_grads, 0)
+
+    def to_numpy(self, array):
+        """A NumPy copy of a backend array (e.g. the output of :meth:`forward`)."""
+        return self.backend.to_numpy(array)
+
+    # -- passes --------------------------------------------------------------------
+    def plan(self, rows):
+        """The model's :class:`fastnn.plan.Plan` for batches of ``rows`` rows: the
+        offsets and the workspace the backends run a pass from (made on first use;
+        the last few batch sizes are kept)."""
+        plan = self._plans.get(rows)
+        if plan is None:
+            if len(self._plans) >= self._MAX_PLANS:
+                self._plans.pop(next(iter(self._plans)))
+            plan = self._plans[rows] = Plan(self, rows)
+        return plan
+
+    def forward(self, x, copy=True):
+        """Outputs for the batch ``x`` (batch, in_features), of the model's dtype: a
+        new backend array (batch, out_features) (a NumPy array on the cpu and numpy
+        backends).
+
+        ``copy=False`` returns the model's output buffer itself instead, saving the
+        copy (what ``fit`` does): it is overwritten by the next forward with the same
+        batch size.  ``x`` is read again by :meth:`backward`: do not change it in
+        between.  On the cuda backend ``x`` may be a NumPy array (copied to the GPU)
+        or a CUDA device array (used in place)."""
+        x = self.backend.batch(x, "x", self.dtype, columns=self.in_features)
+        plan = self.plan(x.shape[0])
+        x = self.backend.stage(x, plan, "x")
+        out = self.backend.model_forward(plan, x)
+        self._inputs = (plan, x)
+        return self.backend.copy(out) if copy else out
+
+    def __call__(self, x, copy=True):
+        """The same as :meth:`forward` (which a subclass may override)."""
+        return self.forward(x, copy=copy)
+
+    def backward(self, grad, scale=1.0):
+        """Back-propagate ``grad`` = dLoss/dOutput (batch, out_features) of the last
+        forward, ADDING ``scale`` times the parameter gradients into ``.grad``.
+
+        With micro-batches of sizes m_i summing to B, ``scale = m_i / B`` (and each
+        micro-batch's loss a mean over its own m_i rows) leaves the global-batch mean
+        gradient in ``.grad`` after the last one."""
+        if self._inputs is None:
+            raise RuntimeError("backward called before forward")
+        plan, x = self._inputs
+        batch = x.shape[0]
+        grad = self.backend.batch(grad, "grad", self.dtype, columns=self.out_features)
+        if grad.shape[0] != batch:
+            raise ValueError(f"grad must have shape ({batch}, {self.out_features}) like "
+                             f"the last forward's output, got {tuple(grad.shape)}")
+        scale = _checks.real_number(scale, "scale")
+        grad = self.backend.stage(grad, plan, "grad")
+        self.backend.model_backward(plan, x, grad, scale)
+
+    # -- training ------------------------------------------------------------------
+    def fit(self, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
+            micro_batch_size=None, shuffle=True, seed=None, validation_data=None,
+            validation_split=None, clip_grad_norm=None, norm_type=2.0, scheduler=None,
+            scheduler_interval="epoch", callbacks=(), progress=True):
+        """Train on ``X`` (samples, in_features) and targets ``y``; return a
+        :class:`fastnn.History` of per-epoch ``loss`` (and ``accuracy`` for
+        classification losses, ``val_loss``/``val_accuracy`` with validation data).
+
+        - ``X``, ``y``: any real array-likes, converted once to the model's dtype
+          (class labels for ``"cross_entropy"``: integer-valued, 1-D).  A 1-D ``y`` is
+          one column when the model has one output.  NaN/inf, a wrong shape or a label
+          out of range raise before anything changes.
+        - ``loss``: a Loss or a name in ``fastnn.LOSSES`` (``"cross_entropy"``,
+          ``"mse"``, ...; any case); default: the model's (``model.loss``, from the
+          last fit or a load).  A custom loss (``fastnn.Loss`` subclass) is honoured.
+        - ``optimizer``: an Optimizer of this model (its state carries over between
+          fits), or a name in ``fastnn.optim.OPTIMIZERS`` (``"sgd"``, ``"adam"``,
+          ...): the model's own optimizer continues when it is of that kind (after a
+          fit, or ``fastnn.load``: training resumes exactly), else a new one with
+          PyTorch's defaults; default: the model's own.  Both are kept as
+          ``model.loss`` and ``model.optimizer``.
+        - ``batch_size`` B (default 32): one optimizer step per batch; the last batch
+          of an epoch holds the remaining samples.  ``micro_batch_size`` m (default B):
+          each batch is computed m rows at a time and the gradients accumulated, exactly
+          normalised by the batch's true size; the result equals the whole batch's
+          update (to rounding) while activations take m rows of memory, not B.
+        - ``shuffle`` (default True) draws a new sample order each epoch from ``seed``.
+        - ``validation_data=(X_val, y_val)``, or ``validation_split=f``: the last
+          fraction f of (X, y), taken before shuffling, is held out.  Evaluated after
+          each epoch, m rows at a time.
+        - ``clip_grad_norm``: clip the batch's gradient to this total
+          ``norm_type``-norm before each step (as ``fastnn.clip_grad_norm``, with the
+          factor applied inside the optimizer kernel).
+        - ``scheduler``: a learning-rate scheduler on ``optimizer``, stepped once per
+          epoch (``scheduler_interval="epoch"``) or per update (``"batch"``).
+        - ``callbacks``: :class:`fastnn.Callback` instances such as
+          :class:`fastnn.EarlyStopping`.
+        - ``progress`` (default True): a progress bar per epoch (tqdm, on stderr) with
+          the running loss and the epoch's metrics; False for silence.
+        """
+        return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
+                   batch_size=batch_size, micro_batch_size=micro_batch_size,
+                   shuffle=shuffle, seed=seed, validation_data=validation_data,
+                   validation_split=validation_split, clip_grad_norm=clip_grad_norm,
+                   norm_type=norm_type, scheduler=scheduler,
+                   scheduler_interval=scheduler_interval, callbacks=callbacks,
+                   progress=progress)
+
+    def predict(self, X, batch_size=1024):
+        """Outputs for ``X`` (samples, in_features; any real array-like, converted once
+        to the model's dtype), ``batch_size`` rows at a time: a new NumPy array of
+        shape (samples, out_features)."""
+        return training.predict(self, X, batch_size=batch_size)
+
+    def evaluate(self, X, y, loss=None, batch_size=1024):
+        """``{"loss": ..., "accuracy": ...}`` on (X, y): the mean loss (``loss``: a Loss
+        or a name; default the model's, from the last fit or a load) and, for
+        classification losses, the accuracy (argmax for cross-entropy, thresholds for
+        BCE and hinge)."""
+        return training.evaluate(self, X, y, loss=loss, batch_size=batch_size)
+
+    def save(self, path, include_optimizer=True):
+        """Write the model to one ``.npz`` file at exactly ``path`` (no ``.npz`` is
+        added): architecture and format version as JSON, the weights, the loss (a
+        built-in one), and (unless ``include_optimizer`` is False) ``model.optimizer``'s
+        state (see :mod:`fastnn.fileformat`).  Atomic: a temporary file renamed into
+        place, so a crash never leaves a half-written file under ``path``.  Read it
+        back with :func:`fastnn.load` (which never unpickles)."""
+        if not isinstance(include_optimizer, (bool, np.bool_)):
+            raise TypeError(f"include_optimizer must be True or False, got "
+                            f"{include_optimizer!r}")
+        path = os.fsdecode(os.fspath(path))
+        fileformat.write(path, self._file_arrays(
+            self.optimizer if include_optimizer else None))
+
+    def _file_arrays(self, optimizer):
+        """name -> array for every member of the model file (metadata included)."""
+        loss = getattr(self.loss, "config", lambda: None)()
+        meta = {
+            "format": fileformat.FORMAT, "version": fileformat.VERSION,
+            "fastnn_version": __version__, "backend": self.backend.name,
+            "dtype": self.dtype.name, "layers": [layer.config() for layer in self.layers],
+            "optimizer": None, "loss": loss,
+        }
+        arrays = {fileformat.PARAM_PREFIX + p.name: w
+                  for p, w in zip(self.parameters(), self.get_weights())}
+        if optimizer is not None:
+            if getattr(optimizer, "model", None) is not self:
+                raise ValueError("model.optimizer belongs to another model; pass "
+                                 "include_optimizer=False or set model.optimizer")
+            sd = optimizer.state_dict()
+            meta["optimizer"] = {"type": sd["type"], "version": sd["version"],
+                                 "step": sd["step"], "hyper": sd["hyper"],
+                                 "state": list(sd["state"])}
+            arrays.update({fileformat.OPTIM_PREFIX + k: v
+                           for k, v in sd["state"].items()})
+        # load refuses non-finite values; refuse them here so that save never writes a
+        # file that cannot be loaded.
+        for name, arr in arrays.items():
+            if not _checks.all_finite(arr):
+                raise ValueError(f"cannot save: {name} contains NaN or inf")
+        # allow_nan=False: the hyper-parameters are validated finite; JSON has no NaN.
+        text = json.dumps(meta, allow_nan=False)
+        arrays[fileformat.METADATA] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        return arrays
+
+    def summary(self, file=None):
+        """Print (to ``file``, default stdout) and return a table of the layers: output
+        shapes, parameter counts, dtype, backend and parameter memory."""
+        rows = [("layer", "activation", "output shape", "parameters")]
+        for i, layer in enumerate(self.layers):
+            n = layer.in_features * layer.out_features + layer.out_features
+            rows.append((f"{i}: Dense({layer.in_features}, {layer.out_features})",
+                         layer.activation, f"(batch, {layer.out_features})", f"{n:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        line = "-" * (sum(widths) + 6)
+
+        def fmt(r):
+            return "  ".join(s.rjust(w) if c == 3 else s.ljust(w)
+                             for c, (s, w) in enumerate(zip(r, widths)))
+
+        nbytes = self.num_parameters * self.dtype.itemsize
+        text = "\n".join([fmt(rows[0]), line, *map(fmt, rows[1:]), line,
+                          f"parameters: {self.num_parameters:,} ({self.dtype.name}, "
+                          f"{nbytes / 2 ** 20:.2f} MiB; gradients as much again)",
+                          f"input: (batch, {self.in_features}); backend: "
+                          f"{self.backend.name}"])
+        print(text, file=file)
+        return text
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return (f"Sequential(\n  {inner},\n  backend={self.backend.name!r}, "
+                f"dtype={self.dtype.name}, parameters={self.num_parameters})")

@@ -1,0 +1,177 @@
+"""``Sequential.fit``: mini-batch training with exact gradient accumulation.
+
+Each batch of B samples is cut into micro-batches of at most ``micro_batch_size``
+rows.  Micro-batch i (m_i rows) has its loss averaged over its own rows and is
+back-propagated with ``scale = m_i / B``, so after the last one the gradient buffer
+holds the mean gradient of the whole batch: the same update as the batch in one
+piece, up to rounding (tested: 1e-12 relative in float64), while only m_i rows of
+activations exist at a time.  The optimizer steps once per batch, so its step counter
+(Adam's bias correction), weight decay, clipping and per-batch schedulers advance once
+per real update, never per micro-batch.
+"""
+import numbers
+
+import numpy as np
+
+from .. import _checks
+from ..losses import get_loss
+from ..optim import OPTIMIZERS, LRScheduler, clip_args, clip_factor, get_optimizer
+from ..kernels.specs import lookup
+from .callbacks import Callback, History, Progress
+from .data import Gather, features, validation
+from .metrics import accuracy_rule, measure
+
+
+def _loss_for(model, loss):
+    """The fit's loss: ``loss`` (an instance or a name), else the model's own."""
+    if loss is None:
+        loss = model.loss
+        if loss is None:
+            raise ValueError("loss is needed: pass loss= (a Loss or a name such as "
+                             "'cross_entropy'); a model remembers it after a fit or a "
+                             "load")
+    loss_fn = get_loss(loss)
+    if loss_fn.backend is not None and loss_fn.backend is not model.backend:
+        raise ValueError(f"loss computes on the {loss_fn.backend.name} backend but the "
+                         f"model is on {model.backend.name}: make it with backend=None "
+                         f"(it then follows the model)")
+    return loss_fn
+
+
+def _optimizer_for(model, optimizer):
+    """The fit's optimizer: an instance of this model's; a name, which continues the
+    model's own optimizer when that is one of this kind (after a fit, or a load:
+    training resumes with its state), else makes a new one with PyTorch's defaults;
+    None: the model's own."""
+    if optimizer is None:
+        if model.optimizer is None:
+            raise ValueError("optimizer is needed: pass optimizer= (an Optimizer or a "
+                             "name such as 'adam'); a model remembers it after a fit "
+                             "or a load")
+        return model.optimizer
+    if isinstance(optimizer, str) and model.optimizer is not None:
+        name = lookup(OPTIMIZERS, optimizer, "optimizer")
+        if type(model.optimizer) is OPTIMIZERS[name]:
+            return model.optimizer
+    return get_optimizer(optimizer, model)
+
+
+def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
+        micro_batch_size=None, shuffle=True, seed=None, validation_data=None,
+        validation_split=None, clip_grad_norm=None, norm_type=2.0, scheduler=None,
+        scheduler_interval="epoch", callbacks=(), progress=True):
+    """Train ``model`` on (X, y); see :meth:`fastnn.Sequential.fit`."""
+    # Everything is checked before the model changes.
+    loss_fn = _loss_for(model, loss)
+    opt = _optimizer_for(model, optimizer)
+    epochs = _checks.positive_int(epochs, "epochs")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    if micro_batch_size is None:
+        micro_batch_size = batch_size
+    micro_batch_size = _checks.positive_int(micro_batch_size, "micro_batch_size")
+    if micro_batch_size > batch_size:
+        raise ValueError(f"micro_batch_size ({micro_batch_size}) must not exceed "
+                         f"batch_size ({batch_size})")
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise ValueError(f"shuffle must be True or False, got {shuffle!r}")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                             or seed < 0):
+        raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
+    if clip_grad_norm is not None:
+        clip_grad_norm, norm_type = clip_args(clip_grad_norm, norm_type)
+    if scheduler is not None:
+        if not isinstance(scheduler, LRScheduler):
+            raise TypeError(f"scheduler must be a fastnn.optim scheduler, got "
+                            f"{type(scheduler).__name__}")
+        if scheduler.optimizer is not opt:
+            raise ValueError("scheduler must drive this fit's optimizer (pass the "
+                             "optimizer instance it was built on)")
+    if scheduler_interval not in ("epoch", "batch"):
+        raise ValueError(f"scheduler_interval must be 'epoch' or 'batch', got "
+                         f"{scheduler_interval!r}")
+    callbacks = list(callbacks or ())
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be fastnn.training.Callback instances, got "
+                            f"{type(cb).__name__}")
+    X = features(X, model)
+    _, target = loss_fn.prepare_target(y, X.shape[0], model.out_features, model.dtype)
+    X, target, X_val, val_target = validation(model, loss_fn, X, target,
+                                              validation_data, validation_split)
+    n = X.shape[0]
+    accuracy = accuracy_rule(loss_fn)
+    metrics = ["loss"] + (["accuracy"] if accuracy is not None else [])
+    if X_val is not None:
+        metrics += ["val_" + name for name in metrics]
+
+    history = History(metrics)
+    model.stop_training = False
+    params = {"epochs": epochs, "metrics": list(metrics)}
+    for cb in callbacks:
+        cb.set_model(model)
+        cb.set_params(params)
+        cb.on_train_begin({})                 # may still refuse: nothing changed yet
+    model.optimizer, model.loss = opt, loss_fn
+    rng = np.random.default_rng(seed)
+    b = model.backend
+    # The data go to the backend once (GPU memory for cuda, when they fit there; else
+    # one batch at a time); per batch only kernels run, and the loss and accuracy add
+    # up in ``sums`` there, read when the progress bar is redrawn and at the end of
+    # each epoch.
+    Xd, Td = b.dataset(X, target)
+    if X_val is not None:
+        X_val, val_target = b.dataset(X_val, val_target)
+    gather = Gather(b, Xd, Td)
+    bar = Progress(progress, epochs, -(-n // batch_size))
+    for epoch in range(epochs):
+        if shuffle:
+            gather.epoch(rng.permutation(n))
+        sums = loss_fn.sums(b)                    # loss total, correct predictions
+        counted = 0
+        bar.start(epoch)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            rows = stop - start                   # the batch's true size
+            opt.zero_grad()
+            for lo in range(start, stop, micro_batch_size):
+                hi = min(lo + micro_batch_size, stop)
+                if shuffle:
+                    xb, yb = gather(lo, hi)
+                else:
+                    xb, yb = Xd[lo:hi], Td[lo:hi]
+                out = model.forward(xb, copy=False)      # fit's zero-copy path
+                counted += loss_fn.accumulate(b, out, yb, sums, hi - lo, accuracy)
+                model.backward(loss_fn.backward(), scale=(hi - lo) / rows)
+            factor = None
+            if clip_grad_norm is not None:
+                _, factor = clip_factor(model, clip_grad_norm, norm_type, False)
+            opt.step_scaled(1.0 if factor is None else factor)
+            if scheduler is not None and scheduler_interval == "batch":
+                scheduler.step()
+            # the epoch's running mean, read only when the bar is redrawn
+            bar.batch_done(rows, lambda: float(b.to_numpy(sums)[0]) / stop)
+        bar.training_done()
+        if scheduler is not None and scheduler_interval == "epoch":
+            scheduler.step()
+        total, correct = b.to_numpy(sums)
+        logs = {"loss": float(total) / n}
+        if accuracy is not None:
+            logs["accuracy"] = float(correct) / counted
+        if X_val is not None:
+            logs["val_loss"], val_acc = measure(model, X_val, val_target, loss_fn,
+                                                micro_batch_size)
+            if accuracy is not None:
+                logs["val_accuracy"] = val_acc
+        bar.end(logs)
+        history.epoch.append(epoch)
+        for name, value in logs.items():
+            history.history[name].append(value)
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    for cb in callbacks:
+        cb.on_train_end(logs)
+    return history
