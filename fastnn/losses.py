@@ -26,6 +26,8 @@ the batch (each is weighted by its share of rows).  A subclass of a built-in los
 also override ``forward`` (and call ``super().forward``): ``fit`` then calls it, and
 its ``backward``, for every micro-batch.
 """
+import math
+
 import numpy as np
 
 from . import _checks
@@ -91,6 +93,9 @@ _TARGETS = {
                       lambda t, s, d, loss: _nonnegative(_shaped(t, s, d), loss) or t),
     "labels": (lambda t: True, lambda t, s, d, loss: _labels(t, s, d)),
 }
+# A loss kernel -> the variants of the same loss (cross-entropy: against probabilities)
+_VARIANTS = {name: tuple(k for k in specs.LOSS_KERNELS.values() if k.variant_of == name)
+             for name in specs.LOSS_KERNELS}
 # A registry output kind -> the check of the model's output (a host array)
 _OUTPUTS = {
     "real": None,
@@ -107,11 +112,19 @@ class Loss:
     #: the registry's loss kernel (``fastnn.kernels.specs.LOSS_KERNELS``); None for a
     #: custom loss
     kernel = None
+    #: its registry entry (None for a custom loss)
+    spec = None
+    _fused = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "kernel" in cls.__dict__ and cls.__module__ == __name__:
             LOSS_CLASSES[cls.kernel] = cls
+        cls.spec = None if cls.kernel is None else specs.LOSS_KERNELS[cls.kernel]
+        # fused: the kernels compute it, unless a subclass overrides how it is computed
+        cls._fused = cls.kernel is not None and all(
+            getattr(cls, m) is getattr(Loss, m)
+            for m in ("forward", "backward", "value_and_grad", "__call__"))
 
     def __init__(self, backend=None):
         cls = type(self)
@@ -125,20 +138,12 @@ class Loss:
         self._grad = None
 
     @property
-    def spec(self):
-        """The registry entry of the kernel (None for a custom loss)."""
-        return None if self.kernel is None else specs.LOSS_KERNELS[self.kernel]
-
-    @property
     def fused(self):
         """Whether the fused kernels compute this loss: a built-in loss whose
         ``forward``, ``backward`` and ``value_and_grad`` are its own.  Otherwise
         ``fit`` and ``evaluate`` call ``forward``/``backward`` per micro-batch (on the
         cuda backend that copies each output to the host)."""
-        cls = type(self)
-        return self.kernel is not None and all(
-            getattr(cls, m) is getattr(Loss, m)
-            for m in ("forward", "backward", "value_and_grad", "__call__"))
+        return self._fused
 
     def _backend_of(self, output):
         if self.backend is not None:
@@ -158,9 +163,7 @@ class Loss:
         :meth:`prepare_target`."""
         if self.kernel is None:
             return None, target
-        kernels = [self.spec] + [k for k in specs.LOSS_KERNELS.values()
-                                 if k.variant_of == self.kernel]
-        for k in kernels[1:]:
+        for k in _VARIANTS[self.kernel]:
             accepts, check = _TARGETS[k.target]
             if accepts(target):
                 return k.name, check(target, shape, dtype, type(self).__name__)
@@ -194,8 +197,9 @@ class Loss:
 
     # -- the loss ----------------------------------------------------------------
     def _norm(self, shape):
-        elements = self.spec is None or self.spec.reduction == "elements"
-        return 1.0 / (int(np.prod(shape)) if elements else shape[0])
+        if self.spec is None or self.spec.reduction == "elements":
+            return 1.0 / math.prod(shape)
+        return 1.0 / shape[0]
 
     def _check_output(self, backend, out):
         check = _OUTPUTS[self.spec.output]
@@ -227,7 +231,7 @@ class Loss:
                 and target.shape[0] != out.shape[0]:
             raise ValueError(f"output has {out.shape[0]} rows but target has "
                              f"{target.shape[0]}: batch sizes must match")
-        if not self.fused:
+        if not self._fused:
             return self._forward_numpy(b, out, target)
         kernel, target = self.check_target(target, tuple(out.shape), out.dtype)
         out = b.stage(out, self, "output")
@@ -266,7 +270,7 @@ class Loss:
         ``sums[1]``; return how many predictions were judged.  ``sums`` comes from
         :meth:`sums`.  A fused loss does it all on ``backend`` (no device sync);
         any other calls :meth:`forward` and adds on the host."""
-        if not self.fused:
+        if not self._fused:
             sums[0] += weight * self.forward(out, target)
             if rule is None:
                 return 0
@@ -282,7 +286,7 @@ class Loss:
     def sums(self, backend):
         """The accumulator :meth:`accumulate` adds into: ``backend.sums(2)`` for a fused
         loss (device memory on the cuda backend), else host zeros."""
-        return backend.sums(2) if self.fused else np.zeros(2)
+        return backend.sums(2) if self._fused else np.zeros(2)
 
     def backward(self):
         """d(loss)/d(output) of the last forward."""
@@ -304,11 +308,8 @@ class Loss:
 def target_kernel(loss, target):
     """The kernel of ``loss`` for a prepared target: its variant for class
     probabilities (2-D) where it has one."""
-    if getattr(target, "ndim", 1) == 2:
-        for k in specs.LOSS_KERNELS.values():
-            if k.variant_of == loss.kernel:
-                return k.name
-    return loss.kernel
+    variants = _VARIANTS[loss.kernel]
+    return variants[0].name if variants and target.ndim == 2 else loss.kernel
 
 
 class MSELoss(Loss):

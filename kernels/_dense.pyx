@@ -137,6 +137,10 @@ ctypedef void (*backward_d)(double*, double*, double*, double*, double*, double,
                             Py_ssize_t, Py_ssize_t) noexcept nogil
 
 
+cdef inline bint _outside(int64_t off, int64_t n, Py_ssize_t size) noexcept nogil:
+    return off < 0 or off + n > size
+
+
 cdef int _check_plan(Layer[::1] layers, Py_ssize_t rows, Py_ssize_t fin0,
                      Py_ssize_t nparams, Py_ssize_t nws, const int64_t[::1] kernels,
                      bint backward) except -1:
@@ -150,14 +154,14 @@ cdef int _check_plan(Layer[::1] layers, Py_ssize_t rows, Py_ssize_t fin0,
         L = layers[l]
         if L.fin != fin or L.fout < 1:
             raise ValueError(f"plan layer {l}: in_features {L.fin}, expected {fin}")
-        if L.w_off < 0 or L.b_off != L.w_off + L.fin * L.fout \
-                or L.b_off + L.fout > nparams:
+        if L.b_off != L.w_off + L.fin * L.fout or _outside(L.w_off, L.fin * L.fout +
+                                                          L.fout, nparams):
             raise ValueError(f"plan layer {l}: parameters outside the flat buffer")
-        for off in (L.z_off, L.a_off, L.gz_off):
-            if off < 0 or off + rows * L.fout > nws:
-                raise ValueError(f"plan layer {l}: workspace offsets outside the "
-                                 f"workspace ({rows} rows)")
-        if backward and l > 0 and (L.gx_off < 0 or L.gx_off + rows * L.fin > nws):
+        if _outside(L.z_off, rows * L.fout, nws) or _outside(L.a_off, rows * L.fout, nws) \
+                or _outside(L.gz_off, rows * L.fout, nws):
+            raise ValueError(f"plan layer {l}: workspace offsets outside the "
+                             f"workspace ({rows} rows)")
+        if backward and l > 0 and _outside(L.gx_off, rows * L.fin, nws):
             raise ValueError(f"plan layer {l}: no room for its input gradient")
         if L.act < 0 or L.act >= kernels.shape[0] or kernels[L.act] == 0:
             raise ValueError(f"plan layer {l}: no compiled kernel for activation code "

@@ -18,6 +18,7 @@ Compiler settings, and why:
 - ``cache``: compiled code is kept on disk (see ``fastnn.threads`` for where), unless
   no directory is writable (:mod:`._numba_setup`).
 """
+import functools
 import math
 
 import numpy as np
@@ -242,6 +243,11 @@ def vector_norm(x, order):
 
 
 # ---- the kernel tables, derived from the registry ----------------------------------
+# Each getter is memoised on its arguments (``dtype`` as given: a dtype object or a
+# type): a hot loop's lookup is one dictionary probe, not a specialisation's key.
+_memo = functools.lru_cache(maxsize=None)
+
+
 def _target(parallel):
     return PARALLEL_TARGET if parallel else SERIAL
 
@@ -254,6 +260,7 @@ def _softmax_numerators(dt):
     return specialise(softmax_exp, SERIAL, dt.name, exp=formulas(dt).exp)
 
 
+@_memo
 def activation_forward(name, dtype, parallel):
     """a = f(z) for the activation ``name`` (arrays of any shape; softmax: rows)."""
     dt = np.dtype(dtype)
@@ -266,6 +273,7 @@ def activation_forward(name, dtype, parallel):
                       f=getattr(formulas(dt), spec.formulas[0]))
 
 
+@_memo
 def activation_backward(name, dtype, parallel):
     """grad_z = grad_a * f'(z, a) (softmax: its Jacobian-vector product) and
     grad_b += scale * column sums of grad_z, for 2-D arrays."""
@@ -289,6 +297,7 @@ _LOSS_FORMS = {
 }
 
 
+@_memo
 def loss(name, dtype, parallel):
     """The loss kernel ``name`` (a key of ``specs.LOSS_KERNELS``): returns the sum of
     its terms times ``norm`` and writes the gradient times ``norm``."""
@@ -298,6 +307,7 @@ def loss(name, dtype, parallel):
                       **bind(name, dt))
 
 
+@_memo
 def optimizer_step(name, dtype, parallel):
     """One step of the update rule ``name`` over flat buffers (p, g, *state, h)."""
     dt = np.dtype(dtype)
@@ -325,11 +335,12 @@ def _cfunc_target(direction, dt):
 _pointers = {}
 
 
+@_memo
 def activation_pointers(direction, dtype, parallel, names):
     """The table of C function pointers the Cython whole-model passes call: an int64
     array indexed by activation code (``specs.ACTIVATION_CODES``), holding the
-    ``direction`` ("forward" or "backward") kernel of each activation in ``names``
-    (compiled now if need be; the others stay 0 until a model uses them)."""
+    ``direction`` ("forward" or "backward") kernel of each activation in ``names``, a
+    tuple (compiled now if need be; the others stay 0 until a model uses them)."""
     dt = np.dtype(dtype)
     key = (direction, dt, bool(parallel))
     table = _pointers.get(key)

@@ -28,6 +28,7 @@ What the kernels are:
   loss value or a gradient norm is the same on every run, like every gradient element
   (each written by one thread in a fixed order).
 """
+import functools
 import math
 from collections import namedtuple
 
@@ -432,6 +433,10 @@ GEMM_USES = {
 }
 
 
+# Each getter is memoised on its arguments: a launch's lookup is one dictionary probe.
+_memo = functools.lru_cache(maxsize=None)
+
+
 def _typed(dt):
     return numba.from_dtype(dt)
 
@@ -472,6 +477,7 @@ def _softmax_row(dt):
                       exp=formulas(dt).exp)
 
 
+@_memo
 def activation_forward(name, dtype):
     """a = f(z): elementwise (any shape, read flat), or softmax by rows."""
     dt = np.dtype(dtype)
@@ -483,6 +489,7 @@ def activation_forward(name, dtype):
                       indices=_grid_stride(), f=getattr(formulas(dt), spec.formulas[0]))
 
 
+@_memo
 def activation_delta(name, dtype):
     """grad_z = grad_a * f'(z, a) (flat), or softmax's Jacobian-vector product (rows);
     no bias gradient (the fused pass gets it from the weight-gradient GEMM)."""
@@ -494,6 +501,7 @@ def activation_delta(name, dtype):
                       df=getattr(formulas(dt), spec.formulas[1]))
 
 
+@_memo
 def bias_backward(name, dtype):
     """The per-layer interface's activation backward (elementwise activations; for
     softmax, its delta then this with ``linear``)."""
@@ -517,6 +525,7 @@ _LOSS_FORMS = {
 }
 
 
+@_memo
 def loss(name, dtype):
     """The loss kernel ``name`` (a key of ``specs.LOSS_KERNELS``)."""
     dt = np.dtype(dtype)
@@ -524,6 +533,7 @@ def loss(name, dtype):
     return specialise(template, KERNEL, _tag(name, dt), **bind(name, dt))
 
 
+@_memo
 def optimizer_step(name, dtype):
     """One step of the update rule ``name`` over flat buffers: the cpu's loop
     (kernels/loops.py) with a grid-stride range."""
@@ -533,6 +543,7 @@ def optimizer_step(name, dtype):
                       indices=_grid_stride(), f=getattr(formulas(dt), name))
 
 
+@_memo
 def norm(kind, dtype):
     """The gradient-norm reduction: ``kind`` "sum" (finite orders) or "max" (inf)."""
     dt = np.dtype(dtype)
@@ -540,12 +551,14 @@ def norm(kind, dtype):
                       combine=_combines()[kind])
 
 
+@_memo
 def elementwise(kind, dtype):
     """``kind``: "fill", "scale" or "gather" (a shuffled batch's rows)."""
     template = {"fill": fill, "scale": scale, "gather": gather_rows}[kind]
     return specialise(template, KERNEL, np.dtype(dtype).name)
 
 
+@_memo
 def gemm_kernel(use, activation, dtype, tiling):
     """The GEMM kernel for ``use`` ("forward": Z = XW + b, A = f(Z); "accumulate":
     [dW; db] += s [X, 1]^T dZ; "delta": dZ_below = dZ W^T * f'(Z_below)) with the
