@@ -317,7 +317,7 @@ def optimizer_step(name, dtype, parallel):
                       f=getattr(formulas(dt), name))
 
 
-def _cfunc_target(direction, dt):
+def _cfunc_target(direction, dt, parallel):
     F = nbtypes.float32 if dt == np.float32 else nbtypes.float64
     P, n = nbtypes.CPointer(F), nbtypes.intp
     sig = (nbtypes.void(P, P, n, n) if direction == "forward" else
@@ -325,11 +325,19 @@ def _cfunc_target(direction, dt):
     opts = dict(cache=_OPTS["cache"], error_model="numpy")
 
     def compile(fn):
+        if parallel:
+            # A cfunc loaded from numba's cache is linked at once, and a parallel
+            # kernel's code needs numba's threading layer ("Symbol not found:
+            # allocate_sched" otherwise; njit loads it itself, cfunc does not).
+            from numba.np.ufunc.parallel import _launch_threads
+
+            _launch_threads()
         c = cfunc(sig, **opts)(fn)
         if c.cache_hits == 0:           # numba compiled it now (no event for cfuncs)
             _numba_setup.compiled(fn.__module__)
         return c
-    return Target(f"cfunc_{direction}_{dt.name}", compile)
+    return Target(f"cfunc_{direction}_{dt.name}_{'par' if parallel else 'ser'}",
+                  compile)
 
 
 _pointers = {}
@@ -352,7 +360,7 @@ def activation_pointers(direction, dtype, parallel, names):
             array_kernel = (activation_forward if direction == "forward"
                             else activation_backward)(name, dt, parallel)
             wrapper = forward_c if direction == "forward" else backward_c
-            c = specialise(wrapper, _cfunc_target(direction, dt),
+            c = specialise(wrapper, _cfunc_target(direction, dt, parallel),
                            _tag(name, dt, parallel), kernel=array_kernel)
             table[code] = c.address
     return table

@@ -1,9 +1,38 @@
-"""Fixtures shared by the tests."""
+"""Fixtures shared by the tests, and how the suite is split.
+
+The tests mirror the code: ``kernels/`` (the registry, templates, formulas, every
+kernel against the NumPy reference), ``backends/`` (the interface, whole-model
+passes, gradients, the cuda backend), ``api/`` (models, losses, optimizers, fit,
+files, data sets, start-up), ``cli/`` (the ``fastnn`` command and the benchmark
+runner) and ``properties/`` (hypothesis).  Helpers they share: ``kernel_cases.py``.
+
+``exhaustive``: the CUDA simulator's share of the shared sweeps (every case of the
+kernel, backend and API suites parametrised with ``cuda``, and the cuda-only sweeps
+marked so) runs only with ``pytest -m exhaustive`` (``.ci/run`` runs both); the
+default run keeps a check of every cuda kernel family and behaviour.  With a real GPU
+nothing is held back."""
+import os
+import sys
+
 import numpy as np
 import pytest
 
-import fastnn as fn
-from fastnn import threads
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # kernel_cases
+
+import fastnn as fn  # noqa: E402
+from fastnn import threads  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    from kernel_cases import CUDA_SIMULATED
+
+    if not CUDA_SIMULATED:
+        return
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if any(isinstance(v, str) and v.partition("-")[0] == "cuda"
+               for v in params.values()):
+            item.add_marker(pytest.mark.exhaustive)
 
 
 @pytest.fixture

@@ -19,6 +19,17 @@ CUDA_SIMULATED = "cuda" in BACKENDS and fn.get_backend("cuda").simulated
 SIM_LIMIT = 2500
 
 
+def simulator_sweep(cases, keep):
+    """``cases`` as pytest parameters; under the CUDA simulator, those not in ``keep``
+    carry the ``exhaustive`` mark (run by ``pytest -m exhaustive``, as .ci/run does),
+    so that the default run stays quick.  With a real GPU all run by default."""
+    def param(case):
+        values = case if isinstance(case, tuple) else (case,)
+        marks = () if not CUDA_SIMULATED or case in keep else pytest.mark.exhaustive
+        return pytest.param(*values, marks=marks)
+    return [param(c) for c in cases]
+
+
 def small_enough(backend, *sizes):
     """Skip (saying why) when ``backend`` is the simulated cuda and the case's work,
     the product of ``sizes``, is too large for the simulator."""
@@ -103,6 +114,38 @@ def rand(rng, shape, dtype, lo=-3.0, hi=3.0):
     x = rng.uniform(lo, hi, shape)
     x[x == 0] = 0.5
     return x.astype(dtype)
+
+
+# Random values of every kind a loss kernel's registry entry names (kernels.specs):
+# targets by ``LossKernel.target``, outputs by ``LossKernel.output``.
+def _probability_rows(rng, shape, dtype):
+    t = rng.uniform(0.1, 1, shape)
+    return (t / t.sum(axis=1, keepdims=True)).astype(dtype)
+
+
+TARGETS = {
+    "real": lambda rng, shape, dtype: rand(rng, shape, dtype),
+    "unit": lambda rng, shape, dtype: rng.uniform(0.05, 0.95, shape).astype(dtype),
+    "sign": lambda rng, shape, dtype: rng.choice([-1.0, 1.0], shape).astype(dtype),
+    "nonnegative": lambda rng, shape, dtype: rng.uniform(0.05, 0.95, shape).astype(dtype),
+    "labels": lambda rng, shape, dtype: rng.integers(0, shape[1], shape[0]).astype(np.intp),
+    "probabilities": _probability_rows,
+}
+OUTPUTS = {
+    "real": lambda rng, shape, dtype: rand(rng, shape, dtype),
+    "probability": lambda rng, shape, dtype: rng.uniform(0.02, 0.98, shape).astype(dtype),
+    "log_probability": lambda rng, shape, dtype:
+        np.log(rng.uniform(0.05, 1, shape)).astype(dtype),
+}
+
+
+def loss_case(kernel, rng, shape, dtype):
+    """(output, target) valid for the loss kernel ``kernel`` (a registry name)."""
+    from fastnn.kernels import specs
+
+    spec = specs.LOSS_KERNELS[kernel]
+    return (OUTPUTS[spec.output](rng, shape, dtype),
+            TARGETS[spec.target](rng, shape, dtype))
 
 
 def poisoned(shape, dtype):

@@ -3,6 +3,8 @@
 ``numpy`` is the reference (the spec); ``cpu`` is compiled and the default; ``cuda``
 runs on an NVIDIA GPU (needs the numba-cuda package: ``pip install 'fastnn[cuda]'``)."""
 
+from ..kernels.specs import lookup
+
 _FACTORIES = {
     "numpy": lambda: __import__("fastnn.backends.numpy_backend",
                                 fromlist=["NumpyBackend"]).NumpyBackend(),
@@ -22,9 +24,7 @@ def get_backend(name):
         if hasattr(name, "dense_forward"):
             return name
         raise TypeError(f"backend must be a name such as {DEFAULT!r}, got {name!r}")
-    if name not in _FACTORIES:
-        raise ValueError(f"unknown backend {name!r}; expected one of "
-                         f"{tuple(_FACTORIES)}")
+    name = lookup(_FACTORIES, name, "backend")      # (any case)
     if name not in _instances:
         try:
             _instances[name] = _FACTORIES[name]()

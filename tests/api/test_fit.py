@@ -1,9 +1,22 @@
-"""fit's validation, metrics, callbacks and progress; predict, evaluate, summary."""
+"""fit's validation, metrics, callbacks and progress; predict, evaluate, summary; and
+a real data set learned to the expected accuracy."""
 import numpy as np
 import pytest
 
 import fastnn as fn
+from fastnn import datasets
 from kernel_cases import BACKENDS, rand
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_digits_reaches_97_percent(backend):
+    X, y = datasets.load_digits()
+    Xtr, Xte, ytr, yte = datasets.train_test_split(X / 16, y, test_size=0.2, seed=0)
+    model = fn.Sequential(fn.Dense(64, 128, activation="relu"), fn.Dense(128, 10),
+                          backend=backend, dtype=np.float32, seed=0)
+    model.fit(Xtr, ytr, loss="cross_entropy", optimizer=fn.SGD(model, lr=0.1), epochs=30,
+              batch_size=32, seed=0, progress=False)
+    assert model.evaluate(Xte, yte)["accuracy"] >= 0.97
 
 
 def make(backend="cpu", dtype=np.float64, seed=0, sizes=(6, 8, 3)):

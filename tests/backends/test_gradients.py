@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import fastnn as fn
-from kernel_cases import BACKENDS, CUDA_SIMULATED, backend_on_host, rand
+from fastnn import losses
+from kernel_cases import BACKENDS, CUDA_SIMULATED, backend_on_host, loss_case, rand
 
 H = 1e-6
 
@@ -47,23 +48,13 @@ def test_activation_derivative(name, backend, rng):
 
 
 def _loss_case(cls, rng, shape):
-    if cls is fn.CrossEntropyLoss:
-        return cls(), rand(rng, shape, np.float64), rng.integers(0, shape[1], shape[0])
-    if cls is fn.BCELoss:
-        return cls(), rng.uniform(0.05, 0.95, shape), rng.uniform(0, 1, shape)
-    if cls is fn.BCEWithLogitsLoss:
-        return cls(), rand(rng, shape, np.float64), rng.uniform(0, 1, shape)
-    if cls is fn.HingeLoss:
-        return cls(), rand(rng, shape, np.float64), rng.choice([-1.0, 1.0], shape)
-    if cls is fn.KLDivLoss:
-        return cls(), np.log(rng.uniform(0.05, 1, shape)), rng.uniform(0, 1, shape)
-    if cls is fn.HuberLoss:
-        return cls(delta=0.8), rand(rng, shape, np.float64), rand(rng, shape, np.float64)
-    return cls(), rand(rng, shape, np.float64), rand(rng, shape, np.float64)
+    """The loss (Huber with delta 0.8) and an (output, target) its registry entry
+    allows."""
+    loss = cls(0.8) if cls.spec.param else cls()
+    return (loss, *loss_case(cls.kernel, rng, shape, np.float64))
 
 
-LOSS_CLASSES = [fn.MSELoss, fn.L1Loss, fn.HuberLoss, fn.BCELoss, fn.BCEWithLogitsLoss,
-                fn.CrossEntropyLoss, fn.HingeLoss, fn.KLDivLoss]
+LOSS_CLASSES = list(losses.LOSS_CLASSES.values())     # every public loss
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
