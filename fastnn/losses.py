@@ -150,8 +150,13 @@ class Loss:
             return self.backend
         if isinstance(output, np.ndarray):
             return get_backend("cpu")
-        if hasattr(output, "__cuda_array_interface__"):
-            return get_backend("cuda")
+        if not isinstance(output, (list, tuple, int, float)):
+            try:
+                cuda = get_backend("cuda")
+            except RuntimeError:                # (no GPU: the error below says it)
+                cuda = None
+            if cuda is not None and cuda.is_array(output):
+                return cuda
         raise TypeError(f"output must be a NumPy array or a CUDA device array (a "
                         f"model's forward output), got {type(output).__name__}")
 

@@ -42,6 +42,11 @@ class Backend:
         """buf[...] = value."""
         raise NotImplementedError
 
+    def synchronize(self):
+        """Wait until the work queued so far is done: a device backend's launches
+        return before the device has finished; a host backend computes as it is
+        called, so there is nothing to wait for."""
+
     # -- dense layers --------------------------------------------------------------
     def dense_forward(self, x, w, b, z):
         """z = x @ w + b."""

@@ -176,3 +176,31 @@ def test_summary(capsys):
     assert capsys.readouterr().out.strip() == text.strip()
     assert "Dense(6, 8)" in text and "relu" in text and "(batch, 3)" in text
     assert "83" in text and "float64" in text and "backend: cpu" in text
+
+
+def test_progress_rate_is_training_samples_per_second(rng, capsys, monkeypatch):
+    """The bar's rate is samples trained over the time spent training: a slow
+    validation pass after the epoch does not lower it (tqdm's own rate would count
+    it, and batches rather than samples)."""
+    import re
+    import time
+
+    from fastnn.training import loop
+
+    X, y = blobs(rng, n=200)
+    model = make()
+    real = loop.measure
+
+    def slow_validation(*args, **kwargs):
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "measure", slow_validation)
+    t0 = time.perf_counter()
+    model.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=20,
+              validation_split=0.2, progress=True)
+    elapsed = time.perf_counter() - t0
+    rates = re.findall(r"([\d,]+) samples/s", capsys.readouterr().err)
+    assert rates, "no rate on the progress bar"
+    rate = float(rates[-1].replace(",", ""))
+    assert rate > 160 / (elapsed - 1.0)     # 160 samples in less than the fit minus 1 s
