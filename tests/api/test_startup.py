@@ -213,6 +213,29 @@ def test_numba_cache_dir_is_honoured_and_quiet_silences(sandbox):
     assert any(name.endswith(".nbi") for name in os.listdir(_field(quiet.stdout, "CACHE")))
 
 
+def test_editing_any_kernel_source_recompiles(sandbox):
+    """numba stamps a cache entry with its function's own file; a kernel inlines the
+    formulas of formulas.py and is chosen through specs.py, so fastnn's entries carry
+    a stamp of every kernel source: after an edit of formulas.py, the kernels compile
+    again instead of loading stale code."""
+    mine = sandbox.scratch("numba-cache-edit", 0o777)
+    assert int(_field(sandbox.run(KERNEL, NUMBA_CACHE_DIR=mine).stdout,
+                      "COMPILES")) > 0
+    assert int(_field(sandbox.run(KERNEL, NUMBA_CACHE_DIR=mine).stdout,
+                      "COMPILES")) == 0
+    path = os.path.join(sandbox.site, "fastnn", "kernels", "formulas.py")
+    with open(path, "rb") as fh:
+        original = fh.read()
+    try:
+        with open(path, "ab") as fh:
+            fh.write(b"\n# an edit\n")
+        edited = sandbox.run(KERNEL, NUMBA_CACHE_DIR=mine)
+        assert int(_field(edited.stdout, "COMPILES")) > 0
+    finally:
+        with open(path, "wb") as fh:
+            fh.write(original)
+
+
 def test_nothing_writable_turns_caching_off(sandbox):
     """The only writable place holds a fastnn-numba-<uid> that anyone may write to (and
     that, run as root, belongs to root, not to the child's user): it is not used;
