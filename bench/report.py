@@ -19,7 +19,9 @@ Pure functions of the JSON dict, so they are tested without running any benchmar
   speed-up over cpu and the GPU peers' time over cuda's (``torch_cuda``, ``cupy``).
 
 A peer that did not run (torch or scikit-learn not installed, a ``-k`` that left it
-out) shows as "–" and its targets as not measured.
+out) shows as "–" and its targets as not measured.  A ``--quick`` run (recorded by the
+runner as ``data["fastnn_bench_quick"]``) says so at the top of each report and in its
+chart's title, and judges no target: its verdicts read "– (quick run)".
 """
 import math
 import re
@@ -30,6 +32,10 @@ FLOORS = ("gemms", "copy")              # peers that are floors, not competitors
 COLUMN_ORDER = ("numpy", "cpu", "cuda", "torch", "torch_cuda", "torch_foreach",
                 "torch_fused", "cupy", "sklearn", "gemms", "copy")
 DASH = "–"
+QUICK_VERDICT = f"{DASH} (quick run)"
+QUICK_NOTE = ("**Quick run (`--quick`): short timings that check the pipeline, not for "
+              "quoting.  No target is judged; a full run (without `--quick`) on an "
+              "otherwise idle machine measures them.**")
 GPU_BACKEND = "cuda"                    # the backend of the CPU-vs-CUDA report
 GPU_PEERS = ("torch_cuda", "cupy")      # its peers on the GPU, each compared with it
 
@@ -159,9 +165,15 @@ def ratio(cases, num, den):
     return a / b
 
 
-def evaluate_targets(groups):
+def is_quick(data):
+    """Whether ``data`` is from a ``--quick`` run (its timings are not for quoting)."""
+    return bool(data.get("fastnn_bench_quick"))
+
+
+def evaluate_targets(groups, quick=False):
     """[(label, measured or None, goal text, verdict)] for :data:`TARGETS` given the
-    {group: cases} of a run."""
+    {group: cases} of a run; ``quick``: a ``--quick`` run, whose measured targets are
+    shown but not judged (verdict :data:`QUICK_VERDICT`)."""
     rows = []
     for label, group, num, den, op, goal in TARGETS:
         cases = groups.get(group, {})
@@ -182,6 +194,8 @@ def evaluate_targets(groups):
             goal_text = f"{'≥' if op == '>=' else '≤'} {goal:g}×"
         if value is None:
             verdict = f"{DASH} (not measured)"
+        elif quick:
+            verdict = QUICK_VERDICT
         else:
             met = value >= goal if op == ">=" else value <= goal
             verdict = "met" if met else "**not met**"
@@ -326,6 +340,7 @@ def build_markdown(data, chart=None, command=None):
     families = collect(data)
     groups = {g: cases for fam in families.values() for g, cases in fam.items()}
     out = ["# fastnn benchmarks: cpu backend against its peers", ""]
+    out += [QUICK_NOTE, ""] if is_quick(data) else []
     out += _made_by(data, command)
     out += _environment_lines(data)
     out += ["", "Times are medians.  A ratio `X/cpu` above 1 means fastnn's cpu backend "
@@ -336,7 +351,8 @@ def build_markdown(data, chart=None, command=None):
     out += ["## Targets", "",
             _table(["target", "measured", "goal", "verdict"],
                    [(label, shown or DASH, goal, verdict)
-                    for label, shown, goal, verdict in evaluate_targets(groups)]), ""]
+                    for label, shown, goal, verdict
+                    in evaluate_targets(groups, quick=is_quick(data))]), ""]
     out += _chart_lines(chart, "time per training step")
     for fam in _ordered_families(families):
         title, suite, what = FAMILIES.get(fam, (fam, f"bench_{fam}.py", ""))
@@ -431,6 +447,7 @@ def build_gpu_markdown(data, chart=None, command=None):
     families = collect(data)
     out = [f"# fastnn benchmarks: cuda backend on {gpu_name(data)} against cpu and "
            "the GPU peers", ""]
+    out += [QUICK_NOTE, ""] if is_quick(data) else []
     out += _made_by(data, command)
     env = _environment_lines(data)          # its first line is the date
     out += env[:1] + _gpu_lines(data) + env[1:]
@@ -519,8 +536,9 @@ def write_chart(data, path, peers=None, title=None):
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel("µs per training step (median, log scale)")
     mi = (data.get("machine_info") or {}).get("fastnn") or {}
-    ax.set_title(title or "fastnn training step vs peers, float32"
-                 + (f", {mi['threads']} threads" if mi.get("threads") else ""))
+    ax.set_title((title or "fastnn training step vs peers, float32"
+                  + (f", {mi['threads']} threads" if mi.get("threads") else ""))
+                 + ("\n(quick run: not for quoting)" if is_quick(data) else ""))
     ax.grid(axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8, ncol=min(n, 6))
     lo = min((t for ts in series.values() for t in ts if t), default=1e-6) * 1e6

@@ -15,6 +15,13 @@ ratios to PyTorch CUDA and CuPy/cuBLAS where installed).
     python -m bench -k "64-128-10"       # only the matching cases (pytest's -k)
     python -m bench --from-json bench/results/cpu.json   # rebuild the report only
 
+Where the report goes (``--out`` unless given): ``bench/results/`` (the committed
+report) only for a full run started from inside the source tree; a ``--quick`` run, or
+any run from another directory (``fastnn bench`` anywhere), writes into
+``./fastnn-bench-results`` in the current directory, so the committed results are never
+overwritten by accident.  The runner says where it writes before it starts.  A
+``--quick`` run's report says so at its top and judges no target ("– (quick run)").
+
 Exit status: 0 when every case passed and the report was written; 1 when a case
 failed or nothing ran (the report is still written from what did run); 2 for a usage
 error.
@@ -32,7 +39,8 @@ from . import report
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-DEFAULT_OUT = BENCH_DIR / "results"
+DEFAULT_OUT = BENCH_DIR / "results"             # the committed report: full runs only
+ELSEWHERE_OUT = "fastnn-bench-results"          # otherwise, in the current directory
 QUICK = {"max_time": 0.05, "min_rounds": 3}
 FULL = {"max_time": 1.0, "min_rounds": 20}
 
@@ -63,7 +71,8 @@ def build_parser(prog="python -m bench"):
     p.add_argument("--out", metavar="DIR", type=Path, default=None,
                    help=f"where to write cpu.md, cpu.png and cpu.json, and on a GPU "
                    f"<gpu-name>.md and .png (default: {DEFAULT_OUT.relative_to(ROOT)} "
-                   "in the source tree)")
+                   "of the source tree for a full run started inside it; else "
+                   f"./{ELSEWHERE_OUT} in the current directory)")
     p.add_argument("-k", metavar="EXPR", dest="keyword",
                    help="only the cases matching this pytest -k expression, e.g. "
                    "'64-128-10' or 'train or sklearn'")
@@ -74,6 +83,29 @@ def build_parser(prog="python -m bench"):
                    help="run nothing: rebuild the report from a pytest-benchmark JSON "
                    "(e.g. an earlier cpu.json)")
     return p
+
+
+def default_out(quick=False, cwd=None):
+    """The report's folder when --out is not given: the source tree's committed
+    ``bench/results`` for a full run started inside the tree, else
+    ``./fastnn-bench-results`` in ``cwd`` (default: the current directory)."""
+    cwd = Path.cwd() if cwd is None else Path(cwd)
+    cwd, root = cwd.resolve(), ROOT.resolve()
+    if not quick and (cwd == root or root in cwd.parents):
+        return DEFAULT_OUT
+    return cwd / ELSEWHERE_OUT
+
+
+def _prepare_out(out):
+    """Create ``out`` and make sure a report can be written there: an error message
+    naming it, or None.  Checked before the benchmarks run, not after."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the report folder {str(out)!r}: {exc.strerror or exc}"
+    if not os.access(out, os.W_OK | os.X_OK):
+        return f"cannot write into the report folder {str(out)!r}: permission denied"
+    return None
 
 
 def pytest_command(args, json_path):
@@ -96,7 +128,6 @@ def _command_text(prog, argv):
 def main(argv=None, prog="python -m bench"):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(prog).parse_args(argv)
-    out = (args.out if args.out is not None else DEFAULT_OUT).resolve()
 
     if args.from_json:
         try:
@@ -104,6 +135,23 @@ def main(argv=None, prog="python -m bench"):
         except (OSError, ValueError) as exc:
             print(f"{prog}: error: cannot read {args.from_json}: {exc}", file=sys.stderr)
             return 1
+        quick = bool(data.get("fastnn_bench_quick"))
+    else:
+        quick = args.quick
+    out = (args.out if args.out is not None else default_out(quick)).resolve()
+    problem = _prepare_out(out)
+    if problem:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+        return 1
+    if args.out is None:
+        if out == DEFAULT_OUT.resolve():
+            why = "the source tree's committed report"
+        elif quick:
+            why = "a quick run never replaces the committed report"
+        else:
+            why = "not run from inside the source tree"
+        print(f"writing the report into {out} ({why}; --out DIR to choose)", flush=True)
+    if args.from_json:
         return _write(data, out, _command_text(prog, argv), status=0, prog=prog)
 
     with tempfile.TemporaryDirectory(prefix="fastnn-bench-") as tmp:
@@ -124,7 +172,7 @@ def main(argv=None, prog="python -m bench"):
     else:
         status = 0
     data["fastnn_bench_command"] = _command_text(prog, argv)
-    out.mkdir(parents=True, exist_ok=True)
+    data["fastnn_bench_quick"] = bool(args.quick)     # the report: not for quoting
     (out / "cpu.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return _write(data, out, data["fastnn_bench_command"], status=status, prog=prog)
 
@@ -139,4 +187,7 @@ def _write(data, out, command, status, prog):
     for md, png, _ in filter(None, written):       # (no GPU report without cuda cases)
         print(f"wrote {md}" + (f" and {png}" if png else
                                " (chart skipped: see the report)"))
+    if report.is_quick(data):
+        print("(a quick run: its timings check the pipeline and are not for quoting; "
+              "no target is judged)")
     return status

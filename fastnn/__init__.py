@@ -25,8 +25,9 @@ try:
     from .backends import available_backends, get_backend
     from .layers import Dense, Parameter
     from .model import Sequential
-    from .losses import (LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss,
-                         HingeLoss, HuberLoss, KLDivLoss, L1Loss, Loss, MSELoss, get_loss)
+    # LOSSES, Loss, get_loss and a class per registry loss (MSELoss, ...)
+    from .losses import *  # noqa: F401,F403
+    from . import losses as _losses
     from . import optim
     from .optim import (SGD, Adadelta, Adagrad, Adam, AdamW, CosineAnnealingLR,
                         ExponentialLR, Optimizer, RMSprop, StepLR, clip_grad_norm,
@@ -40,10 +41,10 @@ finally:
         _gc.enable()
 
 __all__ = [
-    "ACTIVATIONS", "INITS", "LOSSES", "available_backends", "get_backend", "Dense",
-    "Parameter", "Sequential", "Loss", "MSELoss", "L1Loss", "HuberLoss", "BCELoss",
-    "BCEWithLogitsLoss", "CrossEntropyLoss", "HingeLoss", "KLDivLoss", "get_loss",
+    "__version__", "ACTIVATIONS", "INITS", "available_backends", "get_backend", "Dense",
+    "Parameter", "Sequential", *_losses.__all__,
     "optim", "Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW",
     "get_optimizer", "clip_grad_norm", "StepLR", "ExponentialLR", "CosineAnnealingLR",
-    "Callback", "EarlyStopping", "History", "load", "datasets", "set_num_threads", "get_num_threads",
+    "Callback", "EarlyStopping", "History", "load", "datasets", "set_num_threads",
+    "get_num_threads",
 ]

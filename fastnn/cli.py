@@ -22,6 +22,8 @@ DATASETS = {
 }
 
 
+DTYPES = ("float32", "float64")
+
 # Learning rates the command uses when --lr is not given (tuned on digits: 98.3-98.6%
 # test accuracy over seeds 0-3 for adam in 40 epochs); other optimizers: PyTorch's.
 CLI_LR = {"adam": 2e-3, "adamw": 2e-3, "sgd": 0.1}
@@ -29,6 +31,81 @@ CLI_LR = {"adam": 2e-3, "adamw": 2e-3, "sgd": 0.1}
 
 class UsageError(Exception):
     """A problem with what the user asked for: reported in one line, exit code 1."""
+
+
+# How a loss is trained on each kind of data set, read from the registry's target and
+# output kinds (kernels/specs.py), never from a list of loss names.
+#   class labels y (integers 0..classes-1) -> the targets a loss's target kind needs:
+CLASS_TARGETS = {
+    "labels": lambda y, classes: y,
+    "real": lambda y, classes: _one_hot(y, classes),
+    "unit": lambda y, classes: _one_hot(y, classes),
+    "probabilities": lambda y, classes: _one_hot(y, classes),
+    "nonnegative": lambda y, classes: _one_hot(y, classes),
+    "sign": lambda y, classes: 2 * _one_hot(y, classes) - 1,
+}
+#   (what the header line says about those targets)
+CLASS_TARGET_NOTES = {"real": "one-hot targets", "unit": "one-hot targets",
+                      "probabilities": "one-hot targets",
+                      "nonnegative": "one-hot targets", "sign": "-1/+1 one-hot targets"}
+#   a loss's output kind -> the activation of the output layer that produces it
+#   ("log_probability" is missing: the command has no log-softmax output layer)
+OUTPUT_ACTIVATIONS = {"real": None, "probability": "sigmoid"}
+#   regression (a standardised real target, one linear output): the kinds that fit
+REGRESSION_TARGETS = ("real",)
+REGRESSION_OUTPUTS = ("real",)
+
+
+def _targets_text(kind):
+    return {"labels": "integer class labels", "unit": "targets in [0, 1]",
+            "sign": "targets of -1 or +1", "probabilities": "class probabilities",
+            "nonnegative": "nonnegative targets (distributions)"}.get(
+                kind, f"{kind} targets")
+
+
+def _outputs_text(kind):
+    return {"log_probability": "log-probability outputs (a log-softmax output layer)",
+            "probability": "probability outputs"}.get(kind, f"{kind} outputs")
+
+
+def _one_hot(y, classes):
+    return np.eye(classes)[np.asarray(y).astype(np.intp)]
+
+
+def _trainable(task):
+    """The names of the registry's losses this command can train on a ``task``."""
+    from fastnn.kernels import specs
+
+    targets, outputs = ((CLASS_TARGETS, OUTPUT_ACTIVATIONS) if task == "classification"
+                        else (REGRESSION_TARGETS, REGRESSION_OUTPUTS))
+    return [name for name, k in specs.LOSSES.items()
+            if k.target in targets and k.output in outputs]
+
+
+def _check_loss(loss, task, data_name):
+    """Refuse (UsageError, before anything is loaded) a loss this command cannot train
+    on a ``task`` data set, saying why and naming the losses that work."""
+    from fastnn.kernels import specs
+
+    k = specs.LOSSES[loss]
+    works = ", ".join(_trainable(task))
+    if task == "classification":
+        if k.output not in OUTPUT_ACTIVATIONS:
+            raise UsageError(
+                f"--loss {loss} cannot be trained by `fastnn train`: it needs "
+                f"{_outputs_text(k.output)}, which this command does not build; on a "
+                f"classification data set use one of: {works}")
+        if k.target not in CLASS_TARGETS:
+            raise UsageError(
+                f"--loss {loss} cannot be trained on class labels (it needs "
+                f"{_targets_text(k.target)}); on a classification data set use one "
+                f"of: {works}")
+    elif k.target not in REGRESSION_TARGETS or k.output not in REGRESSION_OUTPUTS:
+        what = (_targets_text(k.target) if k.target not in REGRESSION_TARGETS else
+                _outputs_text(k.output))
+        raise UsageError(
+            f"--loss {loss} needs {what}, and {data_name} is a regression data set "
+            f"(real-valued targets, one linear output); use one of: {works}")
 
 
 def _load(args):
@@ -101,29 +178,91 @@ def plot_history(history, path, title):
     plt.close(fig)
 
 
+def _loss_help():
+    """--loss's help: which losses work on which data, and how (from the registry)."""
+    from fastnn.kernels import specs
+
+    def having(attr, kinds):
+        return "/".join(n for n, k in specs.LOSSES.items()
+                        if getattr(k, attr) in kinds and n in classify)
+
+    classify = _trainable("classification")
+    one_hot = [kind for kind in CLASS_TARGETS if kind not in ("labels", "sign")]
+    text = ("default: cross_entropy (classification), mse (regression).  On class "
+            "labels: " + ", ".join(classify) + " (labels become one-hot targets for "
+            + having("target", one_hot))
+    if having("target", ("sign",)):
+        text += ", -1/+1 one-hot for " + having("target", ("sign",))
+    for kind, act in OUTPUT_ACTIVATIONS.items():
+        if act and having("output", (kind,)):
+            text += f"; a {act} output layer for {having('output', (kind,))}"
+    return (text + "; the test accuracy is the argmax of the outputs); on a regression "
+            "data set: " + ", ".join(_trainable("regression")))
+
+
+def _check_outputs(args):
+    """--save and --plot: fail now, naming the user's path, if they could not be
+    written after training (folder missing or not writable, a folder named, a plot
+    format matplotlib does not know)."""
+    from fastnn import fileformat
+
+    for option, path, what in (("--save", args.save, "the model file"),
+                               ("--plot", args.plot, "the plot")):
+        if not path:
+            continue
+        try:
+            fileformat.check_writable(path, what)
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise UsageError(f"{option}: {why}") from None
+    if args.plot:
+        from matplotlib.figure import Figure
+
+        suffix = Path(args.plot).suffix.lower().lstrip(".")
+        known = Figure().canvas.get_supported_filetypes()
+        if suffix and suffix not in known:
+            raise UsageError(f"--plot: cannot write the plot {args.plot!r}: matplotlib "
+                             f"does not know the format {suffix!r}; use one of: "
+                             + ", ".join(sorted(known)))
+
+
 def _train(args):
     import fastnn as fn
+    from fastnn.kernels import specs
 
     if args.plot:
         _check_plot_available()
     if args.micro_batch_size and args.micro_batch_size > args.batch_size:
         raise UsageError(f"--micro-batch-size ({args.micro_batch_size}) must not exceed "
                          f"--batch-size ({args.batch_size})")
-    Xtr, ytr, Xte, yte, task, name = _load(args)
+    task = "classification" if args.idx else DATASETS[args.dataset][0]
     classification = task == "classification"
+    loss = args.loss or ("cross_entropy" if classification else "mse")
+    _check_loss(loss, task, args.dataset)
+    _check_outputs(args)
+    Xtr, ytr, Xte, yte, task, name = _load(args)
+    kind = specs.LOSSES[loss]
+    output_activation, notes = None, []
     if classification:
         classes = int(max(ytr.max(), yte.max())) + 1
         outputs = classes
-        loss = args.loss or "cross_entropy"
+        ytr = CLASS_TARGETS[kind.target](ytr, classes)
+        output_activation = OUTPUT_ACTIVATIONS[kind.output]
+        if kind.target in CLASS_TARGET_NOTES:
+            notes.append(CLASS_TARGET_NOTES[kind.target])
+        if output_activation:
+            notes.append(f"{output_activation} output layer")
+        if isinstance(kind.accuracy, specs.Threshold):   # fit's metric, not the argmax
+            notes.append("per-output accuracy in the bars and plot; the test "
+                         "accuracy is the argmax")
     else:
         outputs = 1
-        loss = args.loss or "mse"
         y_mean, y_std = ytr.mean(), ytr.std()
         ytr = (ytr - y_mean) / y_std
     sizes = [Xtr.shape[1], *args.hidden, outputs]
     layers = [fn.Dense(a, b, activation=args.activation)
               for a, b in zip(sizes, sizes[1:-1])]
-    layers.append(fn.Dense(sizes[-2], sizes[-1]))
+    layers.append(fn.Dense(sizes[-2], sizes[-1], activation=output_activation))
     model = fn.Sequential(*layers, backend=args.backend, dtype=args.dtype, seed=args.seed)
     lr = CLI_LR.get(args.optimizer) if args.lr is None else args.lr
     opt_kwargs = {} if lr is None else {"lr": lr}
@@ -135,8 +274,9 @@ def _train(args):
         callbacks.append(fn.EarlyStopping("val_loss", patience=args.patience,
                                           restore_best_weights=True))
     print(f"{name}: {len(Xtr)} training / {len(Xte)} test samples; model "
-          f"{'-'.join(map(str, sizes))} {args.activation}, {loss} loss, "
-          f"{type(optimizer).__name__} lr={optimizer.lr:g}, batch {args.batch_size}"
+          f"{'-'.join(map(str, sizes))} {args.activation}, {loss} loss"
+          + (f" ({', '.join(notes)})" if notes else "") + ", "
+          + f"{type(optimizer).__name__} lr={optimizer.lr:g}, batch {args.batch_size}"
           + (f" (micro-batches of {args.micro_batch_size})" if args.micro_batch_size
              else "") + f", backend {args.backend}, {args.dtype}", flush=True)
 
@@ -229,6 +369,34 @@ _fraction = _arg_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 _nonneg_float = _arg_type(float, lambda v: v >= 0, "a number >= 0")
 
 
+def _name_in(table):
+    """An argparse ``type`` for a name of ``table``: its canonical spelling, matched
+    without regard to case (``specs.lookup``, fastnn's one rule); other text is passed
+    on unchanged, for ``choices`` to report as a usage error."""
+    from fastnn.kernels import specs
+
+    def parse(text):
+        try:
+            return specs.lookup(table, text, "name")
+        except ValueError:
+            return text
+    return parse
+
+
+def _lower(text):
+    return text.strip().lower()
+
+
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default; options without one (None) say in
+    their help what happens instead, and get no "(default: None)"."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
     from fastnn.activations import ACTIVATIONS
     from fastnn.losses import LOSSES
@@ -240,14 +408,14 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser(
         "train", help="train an MLP and print its test score",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelp,
         description="Train a multi-layer perceptron and print its test score.  Data: "
         "a bundled data set (fixed 80/20 split, seed 0; "
         + "; ".join(f"{k}: {v[0]}, {v[1]}" for k, v in DATASETS.items())
         + ") or MNIST-style IDX files (--idx).  Progress bars go to stderr.")
     data = t.add_argument_group("data")
     data.add_argument("--dataset", default="digits", choices=tuple(DATASETS),
-                      help="bundled data set")
+                      type=_name_in(DATASETS), help="bundled data set")
     data.add_argument("--idx", nargs=2, metavar=("IMAGES", "LABELS"),
                       help="train on IDX files instead (e.g. MNIST's "
                       "train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz); pixels "
@@ -260,24 +428,29 @@ def build_parser():
                       help="fraction of the training part held out for validation "
                       "metrics (0: none)")
     model = t.add_argument_group("model")
-    model.add_argument("--hidden", type=_hidden, default=[128], metavar="SIZES",
+    model.add_argument("--hidden", type=_hidden, default="128", metavar="SIZES",
                        help="hidden layer sizes, e.g. 128,64 (empty: none)")
     model.add_argument("--activation", default="relu", choices=tuple(ACTIVATIONS),
-                       help="hidden activation")
-    model.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    model.add_argument("--backend", default="cpu",
+                       type=_name_in(ACTIVATIONS), help="hidden activation")
+    model.add_argument("--dtype", default="float32", choices=DTYPES,
+                       type=_name_in(DTYPES),
+                       help="floating-point type of the weights and the computation")
+    model.add_argument("--backend", default="cpu", type=_lower,
                        help="cpu, cuda, numpy (see `fastnn info` for what is "
                             "available)")
     train = t.add_argument_group("training")
-    train.add_argument("--loss", choices=tuple(LOSSES),
-                       help="default: cross_entropy (classification), mse (regression)")
-    train.add_argument("--optimizer", default="adam", choices=tuple(OPTIMIZERS))
+    train.add_argument("--loss", choices=tuple(LOSSES), type=_name_in(LOSSES),
+                       help=_loss_help())
+    train.add_argument("--optimizer", default="adam", choices=tuple(OPTIMIZERS),
+                       type=_name_in(OPTIMIZERS), help="update rule")
     train.add_argument("--lr", type=_nonneg_float,
                        help="learning rate (default: "
                        + ", ".join(f"{v:g} for {k}" for k, v in CLI_LR.items())
                        + ", else the optimizer's PyTorch default)")
-    train.add_argument("--epochs", type=_positive, default=40)
-    train.add_argument("--batch-size", type=_positive, default=32)
+    train.add_argument("--epochs", type=_positive, default=40,
+                       help="passes over the training data")
+    train.add_argument("--batch-size", type=_positive, default=32,
+                       help="samples per optimizer step")
     train.add_argument("--micro-batch-size", type=_positive,
                        help="accumulate each batch's gradient over micro-batches of "
                        "this size (same result, less memory)")
@@ -288,7 +461,8 @@ def build_parser():
                        help="weight initialisation and shuffling")
     out = t.add_argument_group("output")
     out.add_argument("--save", metavar="MODEL.npz",
-                     help="save the trained model (and optimizer state) here")
+                     help="save the trained model (and optimizer state) here (the "
+                     "folder must exist: checked before training)")
     out.add_argument("--plot", metavar="CURVES.png",
                      help="plot loss/accuracy per epoch (needs matplotlib: "
                      "pip install 'fastnn[plot]')")

@@ -68,7 +68,7 @@ class ModelFileError(ValueError):
     """A file that :func:`load` refuses: not a fastnn model file, or a damaged one."""
 
 
-def _refuse(path, message):
+def refuse(path, message):
     return ModelFileError(f"cannot load model file {path!r}: {message}")
 
 
@@ -167,13 +167,13 @@ def _fsync_directory(directory):
 def checked(path, name, arr, dtype, shape):
     """``arr`` if it has exactly ``dtype`` and ``shape`` and only finite values."""
     if arr.dtype != dtype:
-        raise _refuse(path, f"array {name!r} has dtype {arr.dtype}; expected {dtype} "
+        raise refuse(path, f"array {name!r} has dtype {arr.dtype}; expected {dtype} "
                             f"(the model's dtype in its metadata)")
     if arr.shape != shape:
-        raise _refuse(path, f"array {name!r} has shape {arr.shape}; the architecture "
+        raise refuse(path, f"array {name!r} has shape {arr.shape}; the architecture "
                             f"in its metadata needs {shape}")
     if not _checks.all_finite(arr):
-        raise _refuse(path, f"array {name!r} contains NaN or inf")
+        raise refuse(path, f"array {name!r} contains NaN or inf")
     return arr
 
 
@@ -184,7 +184,7 @@ def _read_arrays(path):
         # Checked first so that np.load's other branches (a bare .npy, a pickle) are
         # never even considered.
         if f.read(4) not in _ZIP_SIGNATURES:
-            raise _refuse(path, "not a .npz (zip) archive; expected a file written by "
+            raise refuse(path, "not a .npz (zip) archive; expected a file written by "
                                 "fastnn.save")
         f.seek(0)
         try:
@@ -192,17 +192,17 @@ def _read_arrays(path):
                 arrays = {}
                 for info in zf.infolist():
                     if not info.filename.endswith(".npy"):
-                        raise _refuse(path, f"member {info.filename!r} is not a .npy "
+                        raise refuse(path, f"member {info.filename!r} is not a .npy "
                                             f"array")
                     name = info.filename[:-len(".npy")]
                     if name in arrays:
-                        raise _refuse(path, f"array {name!r} appears twice")
+                        raise refuse(path, f"array {name!r} appears twice")
                     arrays[name] = _read_member(path, zf, info, name)
                 return arrays
         except ModelFileError:
             raise
         except _CORRUPT as exc:
-            raise _refuse(path, f"truncated or corrupt archive "
+            raise refuse(path, f"truncated or corrupt archive "
                                 f"({type(exc).__name__}: {exc})") from exc
 
 
@@ -214,16 +214,16 @@ def _read_member(path, zf, info, name):
         version = np.lib.format.read_magic(fp)
         read_header = _HEADER_READERS.get(version)
         if read_header is None:
-            raise _refuse(path, f"array {name!r} uses .npy format version {version}; "
+            raise refuse(path, f"array {name!r} uses .npy format version {version}; "
                                 f"expected 1.0 or 2.0")
         shape, _, dtype = read_header(fp)
     if dtype.hasobject:
-        raise _refuse(path, f"array {name!r} holds Python objects (dtype {dtype}); a "
+        raise refuse(path, f"array {name!r} holds Python objects (dtype {dtype}); a "
                             f"fastnn model file holds only numeric arrays and is never "
                             f"unpickled")
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > info.file_size:
-        raise _refuse(path, f"array {name!r} declares {nbytes} bytes of data but its "
+        raise refuse(path, f"array {name!r} declares {nbytes} bytes of data but its "
                             f"member holds {info.file_size}: truncated or corrupt")
     with zf.open(info) as fp:
         return np.lib.format.read_array(fp, allow_pickle=False)
@@ -232,59 +232,59 @@ def _read_member(path, zf, info, name):
 def _metadata(path, arrays):
     """The parsed and checked JSON metadata."""
     if METADATA not in arrays:
-        raise _refuse(path, f"no {METADATA!r} array; not a file written by fastnn.save")
+        raise refuse(path, f"no {METADATA!r} array; not a file written by fastnn.save")
     raw = arrays[METADATA]
     if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise _refuse(path, f"{METADATA!r} must be a 1-D uint8 array (UTF-8 JSON), got "
+        raise refuse(path, f"{METADATA!r} must be a 1-D uint8 array (UTF-8 JSON), got "
                             f"dtype {raw.dtype} and shape {raw.shape}")
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _refuse(path, f"{METADATA!r} is not valid UTF-8 JSON ({exc})") from exc
+        raise refuse(path, f"{METADATA!r} is not valid UTF-8 JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise _refuse(path, f"metadata format is {got!r}; expected {FORMAT!r}")
+        raise refuse(path, f"metadata format is {got!r}; expected {FORMAT!r}")
     version = meta.get("version")
     if version != VERSION or isinstance(version, bool) or not isinstance(version, int):
-        raise _refuse(path, f"unknown format version {version!r}; this fastnn reads "
+        raise refuse(path, f"unknown format version {version!r}; this fastnn reads "
                             f"version {VERSION}")
     keys = set(meta)
     if not _REQUIRED_KEYS <= keys or not keys <= _REQUIRED_KEYS | _OPTIONAL_KEYS:
-        raise _refuse(path, f"metadata must have the fields {sorted(_REQUIRED_KEYS)} "
+        raise refuse(path, f"metadata must have the fields {sorted(_REQUIRED_KEYS)} "
                             f"(and optionally {sorted(_OPTIONAL_KEYS)}), got "
                             f"{sorted(keys)}")
     if meta["dtype"] not in _DTYPES:
-        raise _refuse(path, f"metadata dtype is {meta['dtype']!r}; expected one of "
+        raise refuse(path, f"metadata dtype is {meta['dtype']!r}; expected one of "
                             f"{_DTYPES}")
     layers = meta["layers"]
     if not isinstance(layers, list) or not layers:
-        raise _refuse(path, "metadata 'layers' must be a non-empty list")
+        raise refuse(path, "metadata 'layers' must be a non-empty list")
     for i, spec in enumerate(layers):
         if not isinstance(spec, dict) or set(spec) != _LAYER_KEYS \
                 or spec["type"] != "Dense":
-            raise _refuse(path, f"layer {i} must be an object with the fields "
+            raise refuse(path, f"layer {i} must be an object with the fields "
                                 f"{sorted(_LAYER_KEYS)} and type 'Dense', got {spec!r}")
         # Names, not None: save always writes them out, and None would silently pick
         # a default.
         for field, names in (("activation", ACTIVATIONS), ("init", INITS)):
             if not isinstance(spec[field], str) or spec[field] not in names:
-                raise _refuse(path, f"layer {i} has unknown {field} {spec[field]!r}; "
+                raise refuse(path, f"layer {i} has unknown {field} {spec[field]!r}; "
                                     f"expected one of {tuple(names)}")
     opt = meta.get("optimizer")
     if opt is not None:
         if not isinstance(opt, dict) or set(opt) != _OPTIM_KEYS:
-            raise _refuse(path, f"metadata 'optimizer' must be null or an object with "
+            raise refuse(path, f"metadata 'optimizer' must be null or an object with "
                                 f"the fields {sorted(_OPTIM_KEYS)}")
         state = opt["state"]
         if not isinstance(state, list) or not all(isinstance(k, str) for k in state) \
                 or len(set(state)) != len(state):
-            raise _refuse(path, f"optimizer 'state' must be a list of distinct names, "
+            raise refuse(path, f"optimizer 'state' must be a list of distinct names, "
                                 f"got {state!r}")
     loss = meta.get("loss")
     if loss is not None:
         if not isinstance(loss, dict) or set(loss) != _LOSS_KEYS \
                 or loss["type"] not in LOSSES:
-            raise _refuse(path, f"metadata 'loss' must be null or an object with the "
+            raise refuse(path, f"metadata 'loss' must be null or an object with the "
                                 f"fields {sorted(_LOSS_KEYS)}, type one of "
                                 f"{tuple(LOSSES)}, got {loss!r}")
         param = loss["param"]
@@ -292,7 +292,7 @@ def _metadata(path, arrays):
         if (param is None) != (wants is None) or not (
                 param is None or (isinstance(param, numbers.Real)
                                   and not isinstance(param, bool))):
-            raise _refuse(path, f"loss {loss['type']!r} has param {param!r}; expected "
+            raise refuse(path, f"loss {loss['type']!r} has param {param!r}; expected "
                                 + (f"a number ({wants})" if wants else "null"))
     return meta
 

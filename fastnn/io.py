@@ -12,7 +12,7 @@ import numpy as np
 
 from .backends import DEFAULT, get_backend
 from .fileformat import (METADATA, OPTIM_PREFIX, PARAM_PREFIX, ModelFileError, checked,
-                         read, _refuse)
+                         read, refuse)
 from .layers import Dense
 from .losses import get_loss
 from .model import Sequential
@@ -57,11 +57,11 @@ def load(path, backend=None):
 
     missing = [n for n in param_names + optim_names if n not in arrays]
     if missing:
-        raise _refuse(path, f"missing arrays {missing} (the architecture and optimizer "
+        raise refuse(path, f"missing arrays {missing} (the architecture and optimizer "
                             f"in its metadata need {param_names + optim_names})")
     extra = sorted(set(arrays) - {METADATA, *param_names, *optim_names})
     if extra:
-        raise _refuse(path, f"unexpected arrays {extra}; expected only {METADATA!r}, "
+        raise refuse(path, f"unexpected arrays {extra}; expected only {METADATA!r}, "
                             f"{param_names + optim_names}")
 
     weights = []
@@ -83,18 +83,18 @@ def _build_model(path, meta, backend):
         return Sequential(*layers, backend=backend, dtype=np.dtype(meta["dtype"]),
                           seed=0)
     except (TypeError, ValueError) as exc:
-        raise _refuse(path, f"invalid architecture in its metadata: {exc}") from exc
+        raise refuse(path, f"invalid architecture in its metadata: {exc}") from exc
 
 
 def _build_optimizer(path, model, opt_meta, arrays):
     """The saved optimizer, rebuilt on ``model`` with its state restored."""
     name = opt_meta["type"]
     if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
-        raise _refuse(path, f"unknown optimizer type {name!r}; expected one of "
+        raise refuse(path, f"unknown optimizer type {name!r}; expected one of "
                             f"{sorted(c.__name__ for c in OPTIMIZERS.values())}")
     hyper = opt_meta["hyper"]
     if not isinstance(hyper, dict):
-        raise _refuse(path, f"optimizer 'hyper' must be an object, got {hyper!r}")
+        raise refuse(path, f"optimizer 'hyper' must be an object, got {hyper!r}")
     # JSON has no tuples: betas come back as a list.
     hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()}
     state = {}
@@ -107,7 +107,7 @@ def _build_optimizer(path, model, opt_meta, arrays):
         opt.load_state_dict({"type": name, "version": opt_meta["version"],
                              "step": opt_meta["step"], "hyper": hyper, "state": state})
     except (TypeError, ValueError) as exc:
-        raise _refuse(path, f"invalid optimizer state: {exc}") from exc
+        raise refuse(path, f"invalid optimizer state: {exc}") from exc
     return opt
 
 
@@ -118,5 +118,5 @@ def _build_loss(path, loss_meta):
         if loss_meta["param"] is not None:
             loss = type(loss)(loss_meta["param"])
     except (TypeError, ValueError) as exc:
-        raise _refuse(path, f"invalid loss: {exc}") from exc
+        raise refuse(path, f"invalid loss: {exc}") from exc
     return loss

@@ -372,6 +372,8 @@ class CrossEntropyLoss(Loss):
 
 _missing = set(specs.LOSSES) - set(LOSS_CLASSES)
 assert not _missing, f"no Loss class for the registry's losses {sorted(_missing)}"
+# (fastnn exports all of these: a new loss class needs no edit there)
+__all__ = ["LOSSES", "Loss", "get_loss", *(c.__name__ for c in LOSS_CLASSES.values())]
 
 
 def get_loss(loss, backend=None):

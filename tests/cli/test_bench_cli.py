@@ -174,6 +174,80 @@ def test_runner_from_json_and_cli(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
+def test_bench_default_out_never_the_committed_results(tmp_path, monkeypatch, capsys):
+    """Without --out, only a full run started inside the source tree writes into its
+    bench/results (the committed report); `fastnn bench` from elsewhere, or a --quick
+    run, writes ./fastnn-bench-results in the current directory and says so."""
+    tree = tmp_path / "checkout"                       # a stand-in for the source tree
+    committed = tree / "bench" / "results"
+    committed.mkdir(parents=True)
+    (committed / "cpu.md").write_text("committed\n")
+    monkeypatch.setattr(runner, "ROOT", tree)
+    monkeypatch.setattr(runner, "DEFAULT_OUT", committed)
+    assert runner.default_out(cwd=tree) == committed
+    assert runner.default_out(cwd=tree / "bench") == committed
+    assert runner.default_out(quick=True, cwd=tree) == tree / "fastnn-bench-results"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert runner.default_out(cwd=elsewhere) == elsewhere / "fastnn-bench-results"
+
+    src = tmp_path / "run.json"
+    src.write_text(json.dumps(synthetic()))
+    monkeypatch.chdir(elsewhere)
+    assert cli.main(["bench", "--from-json", str(src)]) == 0
+    out = capsys.readouterr().out
+    assert (committed / "cpu.md").read_text() == "committed\n"      # untouched
+    assert sorted(p.name for p in committed.iterdir()) == ["cpu.md"]
+    mine = elsewhere / "fastnn-bench-results"
+    assert (mine / "cpu.md").is_file() and "## Targets" in (mine / "cpu.md").read_text()
+    assert f"writing the report into {mine}" in out and f"wrote {mine}" in out
+
+    # --out naming a file, not a folder: refused at once, naming it
+    (elsewhere / "afile").write_text("x")
+    assert runner.main(["--from-json", str(src), "--out", "afile"]) == 1
+    err = capsys.readouterr().err
+    assert "afile" in err and err.count("\n") == 1
+
+
+def quick(data):
+    data["fastnn_bench_quick"] = True                 # as the runner records --quick
+    return data
+
+
+def test_quick_run_judges_no_target(tmp_path, capsys):
+    """A --quick run's report says its timings are not for quoting and marks no target
+    met (nor not met): "– (quick run)"; the same numbers from a full run are judged."""
+    data = quick(synthetic())
+    groups = {g: c for fam in report.collect(data).values() for g, c in fam.items()}
+    rows = report.evaluate_targets(groups, quick=True)
+    assert {verdict for *_, verdict in rows} == {"– (quick run)"}
+    assert [shown for _, shown, _, _ in rows] == [
+        shown for _, shown, _, _ in report.evaluate_targets(groups)]   # still shown
+    text = report.build_markdown(data, chart="cpu.png")
+    assert "Quick run" in text.split("## Targets")[0]
+    assert "not for quoting" in text.split("## Targets")[0]
+    targets = text.split("## Targets")[1].split("##")[0]
+    verdicts = [ln.strip("|").split("|")[-1].strip() for ln in targets.splitlines()
+                if ln.startswith("| ") and not ln.startswith("| target |")]
+    assert len(verdicts) == len(report.TARGETS)
+    assert set(verdicts) == {"– (quick run)"}
+    assert "met" not in targets
+    r = row(text, "784-512-256-10, B=32, SGD: torch / cpu")
+    assert r[1] == "3.00×" and r[3] == "– (quick run)"
+    gpu = report.build_gpu_markdown(with_cuda(quick(synthetic())))
+    assert "not for quoting" in gpu
+    # the runner: rebuilt from a quick run's JSON, still a quick report, and it says so
+    src = tmp_path / "quick.json"
+    src.write_text(json.dumps(data))
+    assert runner.main(["--from-json", str(src), "--out", str(tmp_path / "out")]) == 0
+    assert "not for quoting" in capsys.readouterr().out
+    md = (tmp_path / "out" / "cpu.md").read_text()
+    assert "not for quoting" in md and "| met |" not in md
+    # a full run's report is unchanged: no note, verdicts judged
+    full = report.build_markdown(synthetic(), chart="cpu.png")
+    assert "Quick run" not in full and "| met |" in full
+
+
 def test_cli_bench_outside_a_checkout(monkeypatch, capsys):
     monkeypatch.setattr(cli, "bench_dir", lambda: None)
     assert cli.main(["bench", "--quick"]) == 1
@@ -290,6 +364,9 @@ def test_slow_end_to_end_quick_run(tmp_path):
     text = (out / "cpu.md").read_text()
     assert (out / "cpu.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "cpu.json").read_text())["benchmarks"]
+    assert json.loads((out / "cpu.json").read_text())["fastnn_bench_quick"] is True
+    assert "not for quoting" in text and "not for quoting" in done.stdout
+    assert "| met |" not in text and "**not met**" not in text   # a quick run judges none
     cells = row(text, "train_step 64-128-10 B=32 sgd")
     assert cells[2] != "–"                       # the cpu column (after numpy) measured
     assert "784-512-256-10" not in text.split("## Training steps")[1]   # -k left it out

@@ -1,5 +1,6 @@
 """The `fastnn` command: train (defaults, options, IDX files, plots), info, errors
 and help."""
+import argparse
 import gzip
 import os
 import struct
@@ -109,3 +110,123 @@ def test_cli_plot_without_matplotlib(monkeypatch, capsys):
     assert cli.main(["train", "--plot", "x.png", "--epochs", "1"]) == 1
     err = capsys.readouterr().err
     assert "--plot needs matplotlib" in err and "fastnn[plot]" in err
+
+
+# ---- losses on class labels / on a regression target (read from the registry) --------
+def test_cli_every_loss_on_class_labels(capsys):
+    """Each loss of the registry on digits: trained (class labels made into the targets
+    its target kind needs, a sigmoid output layer for probability outputs, the test
+    accuracy the argmax of the outputs) or, where the command cannot build its output
+    (log-probabilities: kl_div), refused before anything is loaded."""
+    from fastnn.kernels import specs
+
+    trained = []
+    for name, kernel in specs.LOSSES.items():
+        rc = cli.main(["train", "--loss", name, "--epochs", "3", "--quiet"])
+        out, err = capsys.readouterr()
+        if kernel.output == "log_probability":
+            assert rc == 1 and out == "", (name, out)
+            assert err.count("\n") == 1 and "log-probability" in err, err
+            assert "cross_entropy" in err and "mse" in err and "hinge" in err
+            continue
+        assert rc == 0, (name, err)
+        assert f"{name} loss" in out
+        if kernel.target in ("real", "unit"):
+            assert "one-hot targets" in out, out
+        if kernel.target == "sign":
+            assert "-1/+1 one-hot targets" in out, out
+        if kernel.output == "probability":
+            assert "sigmoid output layer" in out, out
+        assert _score(out) > 80, (name, out)        # 87-94% after 3 epochs
+        trained.append(name)
+    assert {"mse", "l1", "huber", "bce", "bce_with_logits", "hinge",
+            "cross_entropy"} <= set(trained)
+
+
+def test_cli_mse_bce_hinge_and_kl_div_on_digits(tmp_path):
+    for loss in ("mse", "bce", "hinge"):
+        res = _run("train", "--loss", loss, "--epochs", "3", "--quiet",
+                   "--save", str(tmp_path / f"{loss}.npz"))
+        assert res.returncode == 0, res.stderr
+        assert _score(res.stdout) > 50, res.stdout
+    model = fn.load(tmp_path / "bce.npz")            # probabilities: a sigmoid output
+    X, _ = datasets.load_digits()
+    p = model.predict(X[:50] / 16)
+    assert p.min() >= 0 and p.max() <= 1
+    res = _run("train", "--loss", "kl_div", "--epochs", "3", "--quiet")
+    assert res.returncode == 1 and res.stdout == ""           # refused before training
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert "kl_div" in res.stderr and "log-probability" in res.stderr
+    assert "use one of: mse, l1, huber, bce" in res.stderr
+
+
+def test_cli_classification_loss_on_regression_data_is_refused():
+    res = _run("train", "--dataset", "diabetes", "--loss", "cross_entropy")
+    assert res.returncode == 1 and res.stdout == ""            # before loading/training
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert "regression" in res.stderr and "use one of: mse, l1, huber" in res.stderr
+    for loss in ("bce", "hinge", "kl_div", "bce_with_logits"):
+        assert cli.main(["train", "--dataset", "diabetes", "--loss", loss]) == 1, loss
+
+
+# ---- --save / --plot checked before training -------------------------------------------
+def test_cli_save_and_plot_paths_checked_before_training(tmp_path):
+    bad = "/nonexistent/dir/m.npz"
+    res = _run("train", "--save", bad)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert bad in res.stderr and "/nonexistent/dir" in res.stderr
+    assert ".tmp" not in res.stderr and "Traceback" not in res.stderr
+    assert res.stdout == "" and "epoch" not in res.stderr       # nothing trained
+    res = _run("train", "--save", str(tmp_path))               # a folder, not a file
+    assert res.returncode == 1 and str(tmp_path) in res.stderr and "folder" in res.stderr
+    assert res.stdout == ""
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
+    bad = str(tmp_path / "missing" / "curves.png")
+    res = _run("train", "--plot", bad)
+    assert res.returncode == 1 and bad in res.stderr and res.stdout == ""
+    assert "epoch" not in res.stderr and "Traceback" not in res.stderr
+    res = _run("train", "--plot", str(tmp_path / "curves.nope"))
+    assert res.returncode == 1 and "curves.nope" in res.stderr and res.stdout == ""
+
+
+# ---- help shows every default; names in any case --------------------------------------
+def _train_parser():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["train"]
+
+
+def test_cli_train_help_shows_every_default():
+    train = _train_parser()
+    text = " ".join(train.format_help().split())         # line breaks as spaces
+    options = [a for a in train._actions if a.option_strings and a.dest != "help"]
+    assert len(options) >= 20
+    for action in options:
+        assert action.help, action.option_strings           # every option explained
+        if action.default is None:
+            continue
+        default = action.default
+        shown = f"(default: {default})"
+        assert shown in text, (action.option_strings, shown)
+    assert "(default: None)" not in text
+    assert "(default: 128)" in text and "(default: adam)" in text
+    assert "(default: 40)" in text and "(default: 32)" in text
+    assert "(default: float32)" in text
+    assert train.parse_args([]).hidden == [128]
+
+
+def test_cli_names_in_any_case():
+    args = _train_parser().parse_args(
+        ["--activation", "ReLU", "--optimizer", "ADAM", "--loss", "MSE", "--backend",
+         "CPU", "--dataset", "Digits", "--dtype", "Float32"])
+    assert (args.activation, args.optimizer, args.loss, args.backend, args.dataset,
+            args.dtype) == ("relu", "adam", "mse", "cpu", "digits", "float32")
+    res = _run("train", "--activation", "ReLU", "--optimizer", "ADAM", "--loss", "MSE",
+               "--backend", "CPU", "--dataset", "Digits", "--dtype", "Float32",
+               "--epochs", "2", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "relu, mse loss" in res.stdout and "backend cpu, float32" in res.stdout
+    res = _run("train", "--dataset", "Breast_Cancer", "--activation", "TANH",
+               "--optimizer", "SGD", "--epochs", "2", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert _run("train", "--activation", "ReLUX").returncode == 2     # still checked
