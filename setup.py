@@ -12,7 +12,8 @@ setup(
     package_dir={"fastnn": "fastnn", "fastnn.kernels": "kernels"},
     # fastnn.data holds only data files (a namespace package to Python); listing it
     # keeps setuptools from warning that it would be left out.
-    packages=["fastnn", "fastnn.backends", "fastnn.kernels", "fastnn.data"],
+    packages=["fastnn", "fastnn.backends", "fastnn.kernels", "fastnn.training",
+              "fastnn.data"],
     ext_modules=cythonize(extensions, build_dir="build",
                           compiler_directives={"language_level": "3"}),
     # The bundled data sets (fastnn.datasets) and their licence notice; listed here, not
