@@ -33,6 +33,40 @@ def real_number(value, argname, minimum=None, strict=False):
     return float(value)
 
 
+def seed(value, argname="seed"):
+    """None or a non-negative integer (what ``np.random.default_rng`` takes)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{argname} must be None or a non-negative integer, got "
+                         f"{value!r}")
+    return int(value)
+
+
+# dtype -> (largest finite value, smallest nonzero value): the plain range check
+_RANGE = {dt: (float(np.finfo(dt).max), float(np.finfo(dt).smallest_subnormal))
+          for dt in FLOAT_DTYPES}
+
+
+def representable(value, dtype, argname):
+    """A finite real ``value`` that ``dtype`` holds: neither overflowing to inf nor
+    (when nonzero) rounding to zero, so the kernel computes with what was asked."""
+    dt = np.dtype(dtype)
+    largest, smallest = _RANGE[dt]
+    size = abs(value)
+    if size <= largest and (size >= smallest or size == 0):
+        return value                        # (the hot path: no cast, no errstate)
+    with np.errstate(over="ignore", under="ignore"):
+        cast = dt.type(value)               # just outside: what rounding makes of it
+    if not np.isfinite(cast):
+        raise ValueError(f"{argname}={value!r} overflows {dt} (its largest value is "
+                         f"{largest:g})")
+    if value != 0 and cast == 0:
+        raise ValueError(f"{argname}={value!r} rounds to 0 in {dt} (its smallest "
+                         f"nonzero value is {smallest:g})")
+    return value
+
+
 def batch_array(x, argname, dtype, ndim=2, columns=None):
     """A model-side array: an ndarray of exactly ``dtype``, ``ndim``-D, C-contiguous.
     The low-level calls never convert (no hidden copies in the hot path)."""
@@ -65,7 +99,10 @@ def batch_shape(shape, got_dtype, argname, dtype, ndim=2, columns=None):
 
 def exact_cast(value, dtype, argname):
     """Convert a real array-like to ``dtype`` only if no value changes (no lossy cast)."""
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except ValueError as exc:               # ragged nested lists, for one
+        raise ValueError(f"{argname} must be an array of one shape: {exc}") from None
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{argname} must hold real numbers, got dtype {arr.dtype}")
     out = arr.astype(dtype)

@@ -1,18 +1,38 @@
 """The layers a model is made of: ``Dense`` and its ``Parameter`` s (views into the
 model's flat buffers, see :class:`fastnn.Sequential`)."""
+import operator
+
 import numpy as np
 
 from . import _checks
 from .activations import INITS, activation_name, init_name
 
 
+def read_only(name, owner):
+    """A buffer attribute (stored as ``_<name>``) that cannot be rebound: the kernels
+    work on the model's flat buffers, so an array put in its place would be ignored
+    by them or, of the wrong size, read out of bounds.  ``owner``: what the error
+    message calls the object (``model``, ``p``)."""
+    def refuse(self, value):
+        raise AttributeError(
+            f"{type(self).__name__}.{name} cannot be replaced: the compiled kernels "
+            f"work on the model's own flat buffers; write into it instead "
+            f"({owner}.{name}[...] = values, or model.set_weights(list))")
+    return property(operator.attrgetter("_" + name), refuse,
+                    doc=f"the {name} buffer (read-only attribute; write into it)")
+
+
 class Parameter:
     """One named tensor of a model: ``data`` and ``grad`` are views of the model's flat
-    parameter and gradient buffers (backend arrays)."""
-    __slots__ = ("name", "data", "grad", "model")
+    parameter and gradient buffers (backend arrays).  Write into them
+    (``p.data[...] = values``); the attributes themselves cannot be rebound."""
+    __slots__ = ("name", "_data", "_grad", "model")
+
+    data = read_only("data", "p")
+    grad = read_only("grad", "p")
 
     def __init__(self, name, data, grad, model):
-        self.name, self.data, self.grad, self.model = name, data, grad, model
+        self.name, self._data, self._grad, self.model = name, data, grad, model
 
     @property
     def shape(self):

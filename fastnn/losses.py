@@ -261,8 +261,10 @@ class Loss:
 
     def _grad_buffer(self, backend, out):
         g = self._grad
+        # a new buffer also when ``out`` is (a view of) the last gradient, as in
+        # loss.forward(loss.backward(), y): the kernel would write what it reads
         if g is None or g.shape != out.shape or g.dtype != out.dtype \
-                or not backend.is_array(g):
+                or not backend.is_array(g) or backend.aliases(out, g):
             g = self._grad = backend.empty(out.shape, out.dtype)
         return g
 

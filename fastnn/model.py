@@ -2,13 +2,14 @@
 and one flat gradient buffer (every Parameter is a view into them), and its plans."""
 import json
 import os
+import threading
 
 import numpy as np
 
 from . import _checks, fileformat, training
 from ._version import __version__
 from .backends import DEFAULT, get_backend
-from .layers import Dense, Parameter
+from .layers import Dense, Parameter, read_only
 from .plan import Plan
 
 
@@ -19,11 +20,21 @@ class Sequential:
     ``backend``: ``"cpu"`` (compiled, default), ``"cuda"`` (an NVIDIA GPU: the
     parameters, gradients and optimizer state live in GPU memory) or ``"numpy"``
     (the reference);
-    ``dtype``: float32 (default) or float64; ``seed``: seeds the weight initialisation
-    (same seed, same weights, on every backend).
+    ``dtype``: float32 (default) or float64; ``seed``: None or a non-negative integer
+    that seeds the weight initialisation (same seed, same weights, on every backend).
+
+    Threads: :meth:`predict` and :meth:`evaluate` may run on one model from several
+    threads at once (each thread computes in a workspace of its own), as long as no
+    thread changes the weights meanwhile.  Training (``forward``/``backward``, ``fit``,
+    an optimizer step) keeps state between calls and is for one thread at a time.
     """
 
     _MAX_PLANS = 4
+
+    # The flat buffers every kernel works on: attributes that cannot be rebound (an
+    # array put in their place would be ignored by the views, or read out of bounds).
+    flat_params = read_only("flat_params", "model")
+    flat_grads = read_only("flat_grads", "model")
 
     def __init__(self, *layers, backend=DEFAULT, dtype=np.float32, seed=None):
         if not layers:
@@ -42,7 +53,7 @@ class Sequential:
         self.backend = get_backend(backend)
         self.dtype = _checks.dtype_of(dtype)
         self.layers = tuple(layers)
-        self.seed = seed
+        self.seed = _checks.seed(seed)
         self.in_features = layers[0].in_features
         self.out_features = layers[-1].out_features
 
@@ -50,8 +61,8 @@ class Sequential:
         sizes = [int(np.prod(s)) for s in shapes]
         self.num_parameters = sum(sizes)
         # The flat buffers: an optimizer step and zero_grad are one kernel over them.
-        self.flat_params = self.backend.empty((self.num_parameters,), self.dtype)
-        self.flat_grads = self.backend.empty((self.num_parameters,), self.dtype)
+        self._flat_params = self.backend.empty((self.num_parameters,), self.dtype)
+        self._flat_grads = self.backend.empty((self.num_parameters,), self.dtype)
         self._params = []
         offset = 0
         for i, layer in enumerate(layers):
@@ -72,7 +83,8 @@ class Sequential:
                                for v in layer.initial_values(rng)])
         self.backend.from_numpy(init.astype(self.dtype), out=self.flat_params)
         self.zero_grad()
-        self._plans = {}
+        self._plans = {}         # rows -> the training plan (forward and backward)
+        self._local = threading.local()    # .plans: this thread's inference plans
         self._inputs = None      # the plan and input of the last forward, for backward
         self.optimizer = None    # the optimizer and loss of the last fit (or load)
         self.loss = None
@@ -120,16 +132,34 @@ class Sequential:
         return self.backend.to_numpy(array)
 
     # -- passes --------------------------------------------------------------------
-    def plan(self, rows):
+    def plan(self, rows, training=True):
         """The model's :class:`fastnn.plan.Plan` for batches of ``rows`` rows: the
         offsets and the workspace the backends run a pass from (made on first use;
-        the last few batch sizes are kept)."""
-        plan = self._plans.get(rows)
+        the last few batch sizes are kept).  ``training=False``: an inference plan,
+        the calling thread's own, without gradient buffers (what ``predict`` and
+        ``evaluate`` use, so that they neither disturb what ``backward`` needs nor
+        share a workspace between threads)."""
+        if training:
+            plans = self._plans
+        else:
+            plans = getattr(self._local, "plans", None)
+            if plans is None:
+                plans = self._local.plans = {}
+        plan = plans.get(rows)
         if plan is None:
-            if len(self._plans) >= self._MAX_PLANS:
-                self._plans.pop(next(iter(self._plans)))
-            plan = self._plans[rows] = Plan(self, rows)
+            if len(plans) >= self._MAX_PLANS:
+                plans.pop(next(iter(plans)))
+            plan = plans[rows] = Plan(self, rows, training)
         return plan
+
+    def _private(self, x, argname, plan):
+        """``x`` staged for ``plan``'s pass, copied first if it shares memory with the
+        model's own buffers (e.g. the output of a forward with copy=False, or a view
+        of flat_grads): a pass writes those while it reads ``x``."""
+        x = self.backend.stage(x, plan, argname)
+        if self.backend.aliases(x, plan.workspace, self._flat_grads):
+            x = self.backend.copy(x)
+        return x
 
     def forward(self, x, copy=True):
         """Outputs for the batch ``x`` (batch, in_features), of the model's dtype: a
@@ -143,10 +173,18 @@ class Sequential:
         or a CUDA device array (used in place)."""
         x = self.backend.batch(x, "x", self.dtype, columns=self.in_features)
         plan = self.plan(x.shape[0])
-        x = self.backend.stage(x, plan, "x")
+        x = self._private(x, "x", plan)
         out = self.backend.model_forward(plan, x)
         self._inputs = (plan, x)
         return self.backend.copy(out) if copy else out
+
+    def _infer(self, x):
+        """Outputs for a checked batch ``x`` through this thread's inference plan: the
+        plan's output buffer (overwritten by this thread's next inference of as many
+        rows); the state of the last :meth:`forward`, which :meth:`backward` reads, is
+        left alone."""
+        plan = self.plan(x.shape[0], training=False)
+        return self.backend.model_forward(plan, self._private(x, "x", plan))
 
     def __call__(self, x, copy=True):
         """The same as :meth:`forward` (which a subclass may override)."""
@@ -167,8 +205,9 @@ class Sequential:
         if grad.shape[0] != batch:
             raise ValueError(f"grad must have shape ({batch}, {self.out_features}) like "
                              f"the last forward's output, got {tuple(grad.shape)}")
-        scale = _checks.real_number(scale, "scale")
-        grad = self.backend.stage(grad, plan, "grad")
+        scale = _checks.representable(_checks.real_number(scale, "scale"), self.dtype,
+                                      "scale")
+        grad = self._private(grad, "grad", plan)
         self.backend.model_backward(plan, x, grad, scale)
 
     # -- training ------------------------------------------------------------------

@@ -23,16 +23,16 @@ class Plan:
     - ``layers``: a :data:`LAYER` record array, one record per Dense layer;
     - ``workspace``: ONE flat backend array holding every layer's Z, A (Z itself for a
       linear layer: no second buffer, no copy), dL/dZ and dL/dX (none for the first
-      layer);
+      layer; none at all in an inference plan, ``training=False``: offsets -1);
     - ``z``, ``a``, ``grad_z``, ``grad_x``: the per-layer views of the workspace, as
       (rows, features) arrays;
     - ``activations``: the distinct activation names the model uses.
     """
-    __slots__ = ("model", "rows", "layers", "workspace", "activations", "z", "a",
-                 "grad_z", "grad_x", "__weakref__")
+    __slots__ = ("model", "rows", "training", "layers", "workspace", "activations",
+                 "z", "a", "grad_z", "grad_x", "__weakref__")
 
-    def __init__(self, model, rows):
-        self.model, self.rows = model, rows
+    def __init__(self, model, rows, training=True):
+        self.model, self.rows, self.training = model, rows, training
         layers = np.empty(len(model.layers), LAYER)
         size = param_offset = 0
 
@@ -45,8 +45,8 @@ class Plan:
             fin, fout = layer.in_features, layer.out_features
             z = claim(fout)
             a = z if layer.activation == "linear" else claim(fout)
-            gz = claim(fout)
-            gx = -1 if i == 0 else claim(fin)
+            gz = claim(fout) if training else -1
+            gx = -1 if i == 0 or not training else claim(fin)
             layers[i] = (fin, fout, param_offset, param_offset + fin * fout,
                          specs.ACTIVATION_CODES[layer.activation], z, a, gz, gx)
             param_offset += fin * fout + fout
@@ -62,10 +62,12 @@ class Plan:
         # a linear layer's A is its Z: the same view object
         self.a = [z if L["a_off"] == L["z_off"] else view(L["a_off"], L["fout"])
                   for z, L in zip(self.z, layers)]
-        self.grad_z = [view(L["gz_off"], L["fout"]) for L in layers]
+        self.grad_z = [None if L["gz_off"] < 0 else view(L["gz_off"], L["fout"])
+                       for L in layers]
         self.grad_x = [None if L["gx_off"] < 0 else view(L["gx_off"], L["fin"])
                        for L in layers]
 
     def __repr__(self):
         return (f"Plan(rows={self.rows}, layers={len(self.layers)}, "
-                f"workspace={self.workspace.shape[0]} values)")
+                f"workspace={self.workspace.shape[0]} values"
+                f"{'' if self.training else ', inference'})")

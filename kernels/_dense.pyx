@@ -157,12 +157,13 @@ cdef int _check_plan(Layer[::1] layers, Py_ssize_t rows, Py_ssize_t fin0,
         if L.b_off != L.w_off + L.fin * L.fout or _outside(L.w_off, L.fin * L.fout +
                                                           L.fout, nparams):
             raise ValueError(f"plan layer {l}: parameters outside the flat buffer")
-        if _outside(L.z_off, rows * L.fout, nws) or _outside(L.a_off, rows * L.fout, nws) \
-                or _outside(L.gz_off, rows * L.fout, nws):
+        if _outside(L.z_off, rows * L.fout, nws) or _outside(L.a_off, rows * L.fout, nws):
             raise ValueError(f"plan layer {l}: workspace offsets outside the "
                              f"workspace ({rows} rows)")
-        if backward and l > 0 and _outside(L.gx_off, rows * L.fin, nws):
-            raise ValueError(f"plan layer {l}: no room for its input gradient")
+        # (an inference plan has no gradient buffers: offsets -1, only forward runs)
+        if backward and (_outside(L.gz_off, rows * L.fout, nws)
+                         or (l > 0 and _outside(L.gx_off, rows * L.fin, nws))):
+            raise ValueError(f"plan layer {l}: no room for its gradients")
         if L.act < 0 or L.act >= kernels.shape[0] or kernels[L.act] == 0:
             raise ValueError(f"plan layer {l}: no compiled kernel for activation code "
                              f"{L.act}")

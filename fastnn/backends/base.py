@@ -127,6 +127,35 @@ class Backend:
         TypeError/ValueError naming ``argname`` otherwise.  Returns the array."""
         return _checks.batch_array(x, argname, dtype, ndim, columns)
 
+    def aliases(self, x, *buffers):
+        """Whether the array ``x`` shares memory with any of ``buffers`` (arrays this
+        backend made, each owning its memory): a model refuses to compute from its own
+        buffers in place, as the pass would overwrite what it reads."""
+        # (the hot path: ~50 ns.)  NumPy collapses a view's base to the array owning
+        # the memory, so an owner is aliased by itself and its views only; a base that
+        # is not an owning array (a memoryview, say) is compared by address ranges.
+        base = x.base
+        if base is None:
+            base = x
+        elif not isinstance(base, np.ndarray) or base.base is not None:
+            return any(np.may_share_memory(x, b) for b in buffers)
+        for b in buffers:
+            if base is b:
+                return True
+        return False
+
+    def check_step_buffers(self, params, grads, state):
+        """An optimizer step's flat buffers all of one length: nothing a kernel reads
+        or writes lies outside them."""
+        n = params.shape[0]
+        if grads.shape[0] != n:
+            raise ValueError(f"optimizer step: grads buffer holds {grads.shape[0]} "
+                             f"values, the parameters {n}")
+        for buf in state:
+            if buf.shape[0] != n:
+                raise ValueError(f"optimizer step: state buffer holds {buf.shape[0]} "
+                                 f"values, the parameters {n}")
+
     def stage(self, x, owner, key):
         """``x`` where the kernels can read it: a device backend copies a host array
         into a buffer of its own, kept for (``owner``, ``key``) while ``owner`` lives

@@ -52,6 +52,7 @@ class CpuBackend(NumpyBackend):
         return float(kernel(out, target, grad, F(param), F(norm)))
 
     def optimizer_step(self, name, params, grads, state, hyper):
+        self.check_step_buffers(params, grads, state)
         kernel = K.optimizer_step(name, params.dtype, threads.use_parallel(params.size))
         kernel(params, grads, *state, hyper)
 

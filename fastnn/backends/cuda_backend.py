@@ -134,6 +134,22 @@ class CudaBackend(Backend):
     def empty(self, shape, dtype):
         return self.cuda.device_array(shape, np.dtype(dtype))
 
+    @staticmethod
+    def _span(a):
+        """[first, last) device address of a contiguous device array."""
+        host = getattr(a, "_ary", None)     # (the simulator's arrays wrap NumPy's)
+        lo = (host.__array_interface__ if host is not None
+              else a.__cuda_array_interface__)["data"][0]
+        return lo, lo + a.nbytes
+
+    def aliases(self, x, *buffers):
+        # device arrays: by address range (every array here is contiguous); a host
+        # array is copied to the device before any kernel reads it
+        if isinstance(x, np.ndarray):
+            return False
+        lo, hi = self._span(x)
+        return any(b_lo < hi and lo < b_hi for b_lo, b_hi in map(self._span, buffers))
+
     def from_numpy(self, array, out=None):
         array = np.ascontiguousarray(array)
         if out is None:
@@ -362,6 +378,7 @@ class CudaBackend(Backend):
         return judged
 
     def optimizer_step(self, name, params, grads, state, hyper):
+        self.check_step_buffers(params, grads, state)
         self._launch(self.K.optimizer_step(name, params.dtype), params.size, params,
                      grads, *state, hyper)
 

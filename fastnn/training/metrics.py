@@ -22,7 +22,8 @@ def accuracy_rule(loss_fn):
 def measure(model, X, target, loss_fn, batch_size):
     """(mean loss, accuracy or None) of ``model`` on ``X`` and ``target`` (prepared by
     ``loss_fn.prepare_target``), in batches; the data go to the backend once and the
-    sums come back once."""
+    sums come back once.  Through the calling thread's inference plans: the last
+    ``forward``'s state, which ``backward`` needs, is left alone."""
     rule = accuracy_rule(loss_fn)
     b = model.backend
     X, target = b.dataset(X, target)
@@ -31,7 +32,7 @@ def measure(model, X, target, loss_fn, batch_size):
     counted = 0
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        out = model.forward(X[lo:hi], copy=False)
+        out = model._infer(X[lo:hi])
         counted += loss_fn.accumulate(b, out, target[lo:hi], sums, hi - lo, rule)
     total, correct = b.to_numpy(sums)
     return float(total) / n, (float(correct) / counted if counted else None)
@@ -46,7 +47,7 @@ def predict(model, X, batch_size=1024):
     out = np.empty((X.shape[0], model.out_features), model.dtype)
     for lo in range(0, X.shape[0], batch_size):
         hi = min(lo + batch_size, X.shape[0])
-        out[lo:hi] = model.to_numpy(model.forward(X[lo:hi], copy=False))
+        out[lo:hi] = model.to_numpy(model._infer(X[lo:hi]))
     return out
 
 

@@ -31,7 +31,7 @@ def test_the_interface_is_what_the_design_says():
                "synchronize"}
     passes = {"model_forward", "model_backward"}
     plumbing = {"is_array", "batch", "stage", "dataset", "gather", "sums", "loss_sum",
-                "count_correct"}
+                "count_correct", "aliases", "check_step_buffers"}
     assert names == kernels | passes | plumbing
     assert {n for n, fn in _interface().items() if _abstract(fn)} == kernels - {
         "synchronize"}
