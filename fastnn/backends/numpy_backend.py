@@ -251,6 +251,7 @@ class NumpyBackend(Backend):
         return float(np.sum(terms, dtype=np.float64) * norm)
 
     def optimizer_step(self, name, params, grads, state, hyper):
+        self.check_step_buffers(params, grads, state)
         REFERENCE_RULES[name](params, grads, *state, hyper)
 
     def vector_norm(self, buf, order):
