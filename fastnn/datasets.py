@@ -18,6 +18,8 @@ from importlib import resources
 
 import numpy as np
 
+from .fileformat import open_regular
+
 __all__ = ["load_digits", "load_breast_cancer", "load_diabetes", "train_test_split",
            "read_idx", "load_idx_dataset"]
 
@@ -203,6 +205,9 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # Deflate cannot compress better than about 1032:1, so a gzip file of c bytes cannot hold
 # more than ~1032*c bytes (a multi-member gzip file, too).
 _MAX_GZIP_RATIO = 1100
+# NumPy's limit on an array's dimensions (32 before NumPy 2).
+_MAX_NDIM = 64 if int(np.__version__.split(".")[0]) >= 2 else 32
+_CHUNK = 1 << 20
 
 
 def read_idx(path):
@@ -217,13 +222,19 @@ def read_idx(path):
     Returns a writable NumPy array of that dtype in native byte order and that shape,
     e.g. uint8 of shape (60000, 28, 28) for ``train-images-idx3-ubyte.gz``.
 
+    A dimension may be 0: the file then holds no items and the array is empty.
+
     Raises ``ValueError`` naming the file for anything that is not a well-formed IDX
-    file: non-zero magic bytes, an unknown type code, zero dimensions, a truncated
-    header, fewer data bytes than the dimensions need or bytes left over after them, a
-    corrupt gzip stream.  ``OSError`` (e.g. FileNotFoundError) passes through.
+    file: not a regular file (a named pipe or a device, refused without blocking),
+    non-zero magic bytes, an unknown type code, zero dimensions or more than NumPy
+    allows (64), a truncated header, fewer data bytes than the dimensions need or bytes
+    left over after them, a corrupt gzip stream.  The declared size is checked against
+    the file's real size (a gzip file's, times deflate's greatest ratio) before anything
+    is allocated or read.  ``OSError`` (e.g. FileNotFoundError) passes through.
     """
     name = os.fspath(path)
-    with open(name, "rb") as raw:
+    # Only a regular file: a named pipe would block, a device could be endless.
+    with open_regular(name, lambda message: ValueError(f"{name}: {message}")) as raw:
         compressed = raw.read(2) == _GZIP_MAGIC
         raw.seek(0)
         size = os.fstat(raw.fileno()).st_size
@@ -265,6 +276,9 @@ def _read_idx_stream(f, name, file_size, compressed):
                          f"of {known})")
     if ndim == 0:
         raise ValueError(f"{name}: IDX dimension count is 0 (expected at least 1)")
+    if ndim > _MAX_NDIM:
+        raise ValueError(f"{name}: IDX dimension count is {ndim}; a NumPy array has at "
+                         f"most {_MAX_NDIM}")
     dims = f.read(4 * ndim)
     if len(dims) < 4 * ndim:
         raise ValueError(f"{name}: truncated IDX header: {ndim} dimensions need "
@@ -282,6 +296,10 @@ def _read_idx_stream(f, name, file_size, compressed):
     if not compressed and header + nbytes > file_size:
         raise ValueError(f"{name}: truncated IDX data: shape {shape} of {stored.name} "
                          f"needs {nbytes} bytes, got {file_size - header}")
+    if not compressed and header + nbytes < file_size:
+        raise ValueError(f"{name}: {file_size - header - nbytes} unexpected bytes after "
+                         f"the IDX data (shape {shape} of {stored.name} is {nbytes} "
+                         f"bytes)")
     if compressed and header + nbytes > _MAX_GZIP_RATIO * file_size + 1024:
         raise ValueError(f"{name}: truncated IDX data: shape {shape} of {stored.name} "
                          f"needs {nbytes} bytes, more than a {file_size}-byte gzip file "
@@ -292,14 +310,14 @@ def _read_idx_stream(f, name, file_size, compressed):
     if got < nbytes:
         raise ValueError(f"{name}: truncated IDX data: shape {shape} of {stored.name} "
                          f"needs {nbytes} bytes, got {got}")
-    # Anything left over is an error.  Counted in chunks (never held whole); for gzip
-    # this reading on to the end of the stream is also what checks the CRC.
-    rest = 0
-    while chunk := f.read(1 << 20):
-        rest += len(chunk)
+    # Anything left over is an error (a plain file's size was checked above).  For gzip
+    # this read reaching the end of the stream is also what checks the CRC; leftover
+    # data is reported after one chunk, not inflated to its end (it may be a bomb).
+    rest = len(f.read(_CHUNK)) if compressed else 0
     if rest:
-        raise ValueError(f"{name}: {rest} unexpected bytes after the IDX data (shape "
-                         f"{shape} of {stored.name} is {nbytes} bytes)")
+        more = "at least " if rest == _CHUNK else ""
+        raise ValueError(f"{name}: {more}{rest} unexpected bytes after the IDX data "
+                         f"(shape {shape} of {stored.name} is {nbytes} bytes)")
     if not stored.isnative:
         # Swap the bytes in place and relabel the dtype: native order without a copy.
         out = out.byteswap(inplace=True).view(stored.newbyteorder("="))
@@ -315,12 +333,19 @@ def load_idx_dataset(images_path, labels_path):
     - ``labels_path``: an IDX file of n integer labels, shape (n,).  ``y`` is int64.
 
     Raises ``ValueError`` (naming the file) if either file is malformed (see
-    :func:`read_idx`), the labels are not a 1-D integer array, or the counts differ.
+    :func:`read_idx`), the images hold no data (zero samples or zero values each), the
+    labels are not a 1-D integer array, or the counts differ.
     """
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim < 2:
         raise ValueError(f"{os.fspath(images_path)}: images must have at least 2 "
                          f"dimensions (n, ...), got shape {images.shape}")
+    # A valid IDX file may hold no items (read_idx returns the empty array), but a data
+    # set without samples, or samples without features, cannot be trained on.
+    if images.size == 0:
+        raise ValueError(f"{os.fspath(images_path)}: the images hold no data (shape "
+                         f"{images.shape}); a data set needs at least one sample of at "
+                         f"least one value")
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise ValueError(f"{os.fspath(labels_path)}: labels must be a 1-D array of "
                          f"integers, got shape {labels.shape} of {labels.dtype}")

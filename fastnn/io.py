@@ -11,8 +11,7 @@ import os
 import numpy as np
 
 from .backends import DEFAULT, get_backend
-from .fileformat import (METADATA, OPTIM_PREFIX, PARAM_PREFIX, ModelFileError, checked,
-                         read, refuse)
+from .fileformat import OPTIM_PREFIX, PARAM_PREFIX, ModelFileError, read, refuse
 from .layers import Dense
 from .losses import get_loss
 from .model import Sequential
@@ -39,37 +38,28 @@ def load(path, backend=None):
     moment buffers, ...) and set as ``model.optimizer``, so training resumes exactly
     (``fit`` continues with it); a built-in loss is restored as ``model.loss``.
 
-    Nothing is unpickled.  A file that is not a fastnn model file, or a damaged one,
-    raises :class:`ModelFileError` (a ``ValueError``) naming the file and what is
-    wrong: no zip archive / truncated, missing or invalid metadata, unknown format
-    version, missing or unexpected arrays, wrong shapes or dtypes, object arrays,
-    NaN/inf, unknown activation or init names, invalid optimizer state.  A missing
-    file raises ``FileNotFoundError``.
+    Nothing is unpickled, and the work is bounded by the file's real size: every
+    array's name, dtype and shape is checked against the metadata (itself at most 1
+    MiB, nested at most 16 deep) from the zip's directory and the ``.npy`` headers
+    before anything is inflated, allocated or built (:func:`fastnn.fileformat.read`).
+    A file that is not a fastnn model file, or a damaged one, raises
+    :class:`ModelFileError` (a ``ValueError``) naming the file and what is wrong: not
+    a regular file (a folder, a named pipe or a device: refused without blocking), no
+    zip archive / truncated, sizes the file cannot hold, missing, oversized or invalid
+    metadata, unknown format version, missing or unexpected arrays, wrong shapes or
+    dtypes, object arrays, NaN/inf, unknown activation or init names, invalid
+    optimizer state.  A missing file raises ``FileNotFoundError``.
     """
     path = os.fsdecode(os.fspath(path))
     # The caller's own argument: its errors are not about the file.
     backend = get_backend(DEFAULT if backend is None else backend)
+    # Every array is checked against the metadata (names, dtypes, shapes, finite)
+    # before the model is built: building it allocates what the metadata claims.
     meta, arrays = read(path)
     model = _build_model(path, meta, backend)
-    param_names = [PARAM_PREFIX + p.name for p in model.parameters()]
-    opt_meta = meta.get("optimizer")
-    optim_names = [OPTIM_PREFIX + k for k in opt_meta["state"]] if opt_meta else []
-
-    missing = [n for n in param_names + optim_names if n not in arrays]
-    if missing:
-        raise refuse(path, f"missing arrays {missing} (the architecture and optimizer "
-                            f"in its metadata need {param_names + optim_names})")
-    extra = sorted(set(arrays) - {METADATA, *param_names, *optim_names})
-    if extra:
-        raise refuse(path, f"unexpected arrays {extra}; expected only {METADATA!r}, "
-                            f"{param_names + optim_names}")
-
-    weights = []
-    for p, name in zip(model.parameters(), param_names):
-        weights.append(checked(path, name, arrays[name], model.dtype, p.shape))
-    model.set_weights(weights)
-    if opt_meta:
-        model.optimizer = _build_optimizer(path, model, opt_meta, arrays)
+    model.set_weights([arrays[PARAM_PREFIX + p.name] for p in model.parameters()])
+    if meta.get("optimizer"):
+        model.optimizer = _build_optimizer(path, model, meta["optimizer"], arrays)
     if meta.get("loss"):
         model.loss = _build_loss(path, meta["loss"])
     return model
@@ -97,11 +87,7 @@ def _build_optimizer(path, model, opt_meta, arrays):
         raise refuse(path, f"optimizer 'hyper' must be an object, got {hyper!r}")
     # JSON has no tuples: betas come back as a list.
     hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()}
-    state = {}
-    for k in opt_meta["state"]:
-        arr = arrays[OPTIM_PREFIX + k]
-        state[k] = checked(path, OPTIM_PREFIX + k, arr, model.dtype,
-                           (model.num_parameters,))
+    state = {k: arrays[OPTIM_PREFIX + k] for k in opt_meta["state"]}
     try:
         opt = get_optimizer(name.lower(), model, **hyper)
         opt.load_state_dict({"type": name, "version": opt_meta["version"],
