@@ -5,8 +5,10 @@
 and prints the test score; ``fastnn info`` prints versions, backends, thread settings
 and where compiled kernels are cached; ``fastnn bench`` (in a source checkout) runs the
 benchmark suites and writes a markdown report and a chart.  Exit codes: 0 success, 2
-usage error, 1 failure (with a one-line reason)."""
+usage error, 1 failure (with a one-line reason), 130 interrupted (Ctrl-C; one line, no
+traceback)."""
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,7 +71,45 @@ def _outputs_text(kind):
 
 
 def _one_hot(y, classes):
-    return np.eye(classes)[np.asarray(y).astype(np.intp)]
+    y = np.asarray(y).astype(np.intp)
+    out = np.zeros((y.shape[0], classes))         # not np.eye(classes): classes^2 values
+    out[np.arange(y.shape[0]), y] = 1.0
+    return out
+
+
+def _memory_bytes():
+    """This machine's physical memory in bytes, or None if the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _gb(n):
+    return f"{n / 2**30:,.1f} GiB"
+
+
+# Copies of the parameters training keeps: the weights, their gradients and up to
+# three optimizer state buffers (amsgrad, centered RMSprop with momentum).
+_PARAM_COPIES = 5
+
+
+def _check_size(sizes, args, rows, one_hot_classes, label_note):
+    """Refuse (UsageError, before anything is allocated) a model whose parameters,
+    gradients, optimizer state, per-batch activations and one-hot targets would not
+    fit in this machine's memory: the estimate, not a MemoryError half-way."""
+    params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    item = np.dtype(args.dtype).itemsize
+    batch = max(args.batch_size, 1)
+    need = (item * (_PARAM_COPIES * params + 4 * batch * sum(sizes[1:]))
+            + 8 * rows * one_hot_classes)
+    have = _memory_bytes()
+    if have is not None and need > have:
+        raise UsageError(
+            f"the model {'-'.join(map(str, sizes))} has {params:,} parameters: training "
+            f"it needs about {_gb(need)} ({args.dtype} weights, gradients, optimizer "
+            f"state and activations), more than this machine's {_gb(have)} of memory"
+            + label_note + "; choose smaller --hidden sizes")
 
 
 def _trainable(task):
@@ -230,6 +270,10 @@ def _train(args):
     import fastnn as fn
     from fastnn.kernels import specs
 
+    if args.idx_test and not args.idx:
+        raise UsageError("--idx-test needs --idx (the training IDX files): a bundled "
+                         "--dataset is split into training and test parts by "
+                         "--test-size")
     if args.plot:
         _check_plot_available()
     if args.micro_batch_size and args.micro_batch_size > args.batch_size:
@@ -246,6 +290,10 @@ def _train(args):
     if classification:
         classes = int(max(ytr.max(), yte.max())) + 1
         outputs = classes
+        _check_size([Xtr.shape[1], *args.hidden, outputs], args, len(Xtr),
+                    classes if kind.target != "labels" else 0,
+                    f" (the output layer has one unit per class, and the largest label "
+                    f"is {classes - 1:,})" if classes > 1000 else "")
         ytr = CLASS_TARGETS[kind.target](ytr, classes)
         output_activation = OUTPUT_ACTIVATIONS[kind.output]
         if kind.target in CLASS_TARGET_NOTES:
@@ -257,6 +305,7 @@ def _train(args):
                          "accuracy is the argmax")
     else:
         outputs = 1
+        _check_size([Xtr.shape[1], *args.hidden, outputs], args, len(Xtr), 0, "")
         y_mean, y_std = ytr.mean(), ytr.std()
         ytr = (ytr - y_mean) / y_std
     sizes = [Xtr.shape[1], *args.hidden, outputs]
@@ -266,7 +315,12 @@ def _train(args):
     model = fn.Sequential(*layers, backend=args.backend, dtype=args.dtype, seed=args.seed)
     lr = CLI_LR.get(args.optimizer) if args.lr is None else args.lr
     opt_kwargs = {} if lr is None else {"lr": lr}
-    optimizer = fn.get_optimizer(args.optimizer, model, **opt_kwargs)
+    try:
+        optimizer = fn.get_optimizer(args.optimizer, model, **opt_kwargs)
+    except ValueError as exc:
+        if args.lr is None:
+            raise
+        raise UsageError(f"--lr {args.lr:g}: {exc}") from None
     callbacks = []
     if args.patience is not None:
         if not args.validation_split:
@@ -366,7 +420,8 @@ def _arg_type(convert, valid, expected):
 _positive = _arg_type(int, lambda v: v >= 1, "a positive integer")
 _nonneg_int = _arg_type(int, lambda v: v >= 0, "an integer >= 0")
 _fraction = _arg_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
-_nonneg_float = _arg_type(float, lambda v: v >= 0, "a number >= 0")
+_nonneg_float = _arg_type(float, lambda v: 0 <= v < float("inf"),
+                          "a finite number >= 0")
 
 
 def _name_in(table):
@@ -457,7 +512,7 @@ def build_parser():
     train.add_argument("--patience", type=_nonneg_int, metavar="EPOCHS",
                        help="stop early when the validation loss has not improved for "
                        "this many epochs (and keep the best weights)")
-    train.add_argument("--seed", type=int, default=0,
+    train.add_argument("--seed", type=_nonneg_int, default=0,
                        help="weight initialisation and shuffling")
     out = t.add_argument_group("output")
     out.add_argument("--save", metavar="MODEL.npz",
@@ -481,15 +536,25 @@ def build_parser():
 
 
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        return _bench(argv[1:])
-    args = build_parser().parse_args(argv)   # usage errors exit with code 2
     try:
-        return args.func(args)
-    except (UsageError, ValueError, TypeError, RuntimeError, OSError) as exc:
-        print(f"fastnn: error: {exc}", file=sys.stderr)
-        return 1
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if argv[:1] == ["bench"]:
+            return _bench(argv[1:])
+        args = build_parser().parse_args(argv)   # usage errors exit with code 2
+        try:
+            return args.func(args)
+        except (UsageError, ValueError, TypeError, RuntimeError, OSError) as exc:
+            print(f"fastnn: error: {exc}", file=sys.stderr)
+            return 1
+        except MemoryError as exc:
+            why = f": {exc}" if str(exc) else ""
+            print(f"fastnn: error: out of memory{why}", file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:
+        # fit stops between optimizer steps: nothing is left half-updated; --save
+        # writes atomically, so no partial file either.
+        print("fastnn: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

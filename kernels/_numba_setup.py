@@ -19,13 +19,87 @@
   through :func:`compiled`), one line goes to stderr, once per process:
   ``fastnn: compiling kernels, first run only (cached in <dir>)``.
   ``FASTNN_QUIET=1`` silences it.
+- Ctrl-C while numba compiles or loads a kernel: numba's first compile in a process
+  loads its registries of implementations (imports that register as they go, and
+  generators that hand out each registration once), and an interrupt in the middle
+  left it unable to compile anything again in that process ("generator raised
+  StopIteration", "duplicate registration").  So while numba holds its compiler lock
+  (in the main thread), SIGINT is deferred: the KeyboardInterrupt is raised as soon
+  as the lock is released (see :class:`_CompileLockInterrupts`), with numba's state
+  whole and the kernel compiled.  :func:`deferred_sigint` does the same for any
+  section (``template.specialise`` uses it while building a kernel).
 """
 import functools
 import hashlib
 import os
+import signal
 import sys
+import threading
 
-from numba.core import caching, event
+
+class _SigintDeferral:
+    """SIGINT deferred over (nested) sections of the main thread: at the outermost
+    entry the handler is swapped for one that only notes the signal; at the outermost
+    exit the previous handler is put back and, if a signal came, called (Python's
+    raises KeyboardInterrupt there).  Only the main thread runs Python signal
+    handlers, and only it can set them: elsewhere this does nothing."""
+
+    def __init__(self):
+        self.depth = 0
+        self.previous = None
+        self.pending = None
+
+    def _note(self, signum, frame):
+        self.pending = (signum, frame)
+
+    def enter(self):
+        if threading.get_ident() != _MAIN_THREAD:
+            return
+        if self.depth == 0:
+            current = signal.getsignal(signal.SIGINT)
+            self.previous = None
+            if callable(current):            # a Python handler (not SIG_DFL/SIG_IGN)
+                try:
+                    signal.signal(signal.SIGINT, self._note)
+                    self.previous = current
+                except (ValueError, OSError):   # a subinterpreter, say
+                    pass
+        self.depth += 1
+
+    def exit(self):
+        if threading.get_ident() != _MAIN_THREAD or self.depth == 0:
+            return
+        self.depth -= 1
+        if self.depth or self.previous is None:
+            return
+        previous, self.previous = self.previous, None
+        signal.signal(signal.SIGINT, previous)
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            previous(*pending)
+
+
+_MAIN_THREAD = threading.main_thread().ident
+_DEFERRAL = _SigintDeferral()
+
+
+class deferred_sigint:
+    """``with deferred_sigint():`` Ctrl-C inside takes effect at its end."""
+
+    def __enter__(self):
+        _DEFERRAL.enter()
+
+    def __exit__(self, *exc):
+        _DEFERRAL.exit()
+        return False
+
+
+# numba itself is imported here, Ctrl-C deferred: an import of numba cut short leaves
+# it half-initialised for the rest of the process ("module 'numba' has no attribute
+# 'core'", "duplicate registration").  The kernel modules import this module first.
+with deferred_sigint():
+    import numba  # noqa: F401
+    from numba.core import caching, event
 
 _PREFIX = "fastnn.kernels"
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -124,16 +198,45 @@ class _CompileNotice(event.Listener):
         pass
 
 
+class _CompileLockInterrupts(event.Listener):
+    """SIGINT deferred while numba holds its global compiler lock (compiling, or
+    loading a kernel from its cache: both load numba's registries on first use).
+    numba broadcasts ``numba:compiler_lock`` just before it takes the lock and just
+    after it lets it go."""
+
+    def on_start(self, ev):
+        _DEFERRAL.enter()
+
+    def on_end(self, ev):
+        _DEFERRAL.exit()
+
+
+def _ours(obj, name):
+    """Whether ``obj`` is this module's ``name`` (of this import or of an earlier,
+    interrupted one: a failed import leaves its objects registered in numba)."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    return cls.__name__ == name and cls.__module__ == __name__
+
+
 def install():
-    """Idempotent: the locator, the cache check and the listener, once per process."""
+    """Idempotent: the locator, the cache check and the listeners, once per process.
+    Whatever an interrupted earlier import of this module registered is replaced,
+    not doubled."""
     if STATUS.get("installed"):
         return
-    STATUS["installed"] = True
-    if KernelSourcesLocator not in caching.CacheImpl._locator_classes:
-        caching.CacheImpl._locator_classes.insert(0, KernelSourcesLocator)
-    STATUS["cache_dir"] = _where_numba_caches()
-    STATUS["caching"] = STATUS["cache_dir"] is not None
-    event.register("numba:compile", _CompileNotice())
+    with deferred_sigint():
+        locators = caching.CacheImpl._locator_classes
+        locators[:] = [c for c in locators if not _ours(c, "KernelSourcesLocator")]
+        locators.insert(0, KernelSourcesLocator)
+        STATUS["cache_dir"] = _where_numba_caches()
+        STATUS["caching"] = STATUS["cache_dir"] is not None
+        for kind, listener in (("numba:compile", _CompileNotice()),
+                               ("numba:compiler_lock", _CompileLockInterrupts())):
+            registered = getattr(event, "_registered", {}).get(kind, ())
+            for old in [x for x in registered if _ours(x, type(listener).__name__)]:
+                event.unregister(kind, old)
+            event.register(kind, listener)
+        STATUS["installed"] = True
 
 
 install()

@@ -22,10 +22,12 @@ import functools
 import math
 
 import numpy as np
-from numba import carray, cfunc, njit, prange
+
+from . import _numba_setup  # noqa: F401 (first: it imports numba, Ctrl-C deferred)
+from numba import carray, cfunc, njit, prange  # noqa: E402
 from numba import types as nbtypes
 
-from . import _numba_setup, loops, specs
+from . import loops, specs
 from .formulas import formulas
 from .template import Slot, Target, specialise
 

@@ -32,11 +32,13 @@ import functools
 import math
 from collections import namedtuple
 
-import numba
 import numpy as np
-from numba import cuda
 
-from . import _numba_setup, loops, specs  # noqa: F401 (_numba_setup first)
+from . import _numba_setup  # noqa: F401 (first: it imports numba, Ctrl-C deferred)
+import numba  # noqa: E402
+from numba import cuda  # noqa: E402
+
+from . import loops, specs
 from .formulas import formulas
 from .template import Slot, Target, specialise
 

@@ -90,8 +90,14 @@ def specialise(template, target, tag, **bindings):
             + ", ".join(f"{k}={_show(v)}" for k, v in sorted(bindings.items())))
     if _LOG:
         print(f"fastnn kernel: {text}", file=sys.stderr, flush=True)
-    kernel = _built[key] = target(fn)
-    _described[id(kernel)] = text
+    # Ctrl-C while a kernel is being built (a cfunc compiles here) takes effect once
+    # it is built and memoised: numba is never left half-way (see _numba_setup).
+    from ._numba_setup import deferred_sigint
+
+    with deferred_sigint():
+        kernel = target(fn)
+        _described[id(kernel)] = text
+        _built[key] = kernel
     return kernel
 
 

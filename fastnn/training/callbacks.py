@@ -1,6 +1,7 @@
 """What ``fit`` reports while it trains: the per-epoch ``History``, the ``Callback``
 hooks (``EarlyStopping``) and the progress bar."""
 import numbers
+import sys
 import time
 
 from .. import _checks
@@ -140,6 +141,25 @@ class EarlyStopping(Callback):
                 f"restore_best_weights={self.restore_best_weights})")
 
 
+class _Stream:
+    """The bars' stream (stderr), remembering whether its last line is still open
+    (tqdm redraws a line with ``\r`` and ends it only when a bar closes)."""
+
+    def __init__(self, inner):
+        self.inner, self.line_open = inner, False
+
+    def write(self, text):
+        if text:
+            self.line_open = not text.endswith("\n")
+        return self.inner.write(text)
+
+    def flush(self):
+        return self.inner.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 class Progress:
     """One tqdm bar per epoch on stderr: batches done, the running loss and the
     training rate in samples per second, then the epoch's metrics; a no-op when
@@ -154,14 +174,18 @@ class Progress:
     def __init__(self, enabled, epochs, batches):
         self.enabled, self.epochs, self.batches = enabled, epochs, batches
         self.bar = None
+        self.stream = None
 
     def start(self, epoch):
         if self.enabled:
             from tqdm.auto import tqdm
 
+            if self.stream is None or self.stream.inner is not sys.stderr:
+                self.stream = _Stream(sys.stderr)
             self.bar = tqdm(total=self.batches, desc=f"epoch {epoch + 1}/{self.epochs}",
-                            unit="batch", leave=True, dynamic_ncols=True,
-                            mininterval=0.2, bar_format=self._FORMAT)
+                            file=self.stream, unit="batch", leave=True,
+                            dynamic_ncols=True, mininterval=0.2,
+                            bar_format=self._FORMAT)
             self._t0 = self._shown = time.perf_counter()
             self._samples = 0
             self._train_s = None
@@ -198,3 +222,21 @@ class Progress:
                                      + f", {self.rate():,.0f} samples/s", refresh=True)
             self.bar.close()
             self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        """End a bar cut short (an exception, Ctrl-C, even inside the bar's own
+        drawing): its line is ended, so what is printed next starts on a line of
+        its own."""
+        if self.bar is not None:
+            bar, self.bar = self.bar, None
+            bar.close()
+        if self.stream is not None and self.stream.line_open:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -15,7 +15,9 @@ import numpy as np
 
 from .. import _checks
 from ..losses import get_loss
-from ..optim import OPTIMIZERS, LRScheduler, clip_args, clip_factor, get_optimizer
+from ..optim import (OPTIMIZERS, LRScheduler, clip_args, clip_factor, deferred_interrupts,
+                     get_optimizer)
+from ..optim import _critical as critical
 from ..kernels.specs import lookup
 from .callbacks import Callback, History, Progress
 from .data import Gather, features, validation
@@ -125,53 +127,60 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
         X_val, val_target = b.dataset(X_val, val_target)
     gather = Gather(b, Xd, Td)
     bar = Progress(progress, epochs, -(-n // batch_size))
-    for epoch in range(epochs):
-        if shuffle:
-            gather.epoch(rng.permutation(n))
-        sums = loss_fn.sums(b)                    # loss total, correct predictions
-        counted = 0
-        bar.start(epoch)
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            rows = stop - start                   # the batch's true size
-            opt.zero_grad()
-            for lo in range(start, stop, micro_batch_size):
-                hi = min(lo + micro_batch_size, stop)
-                if shuffle:
-                    xb, yb = gather(lo, hi)
+    # Ctrl-C lands between steps, never inside one (optim.deferred_interrupts); a
+    # bar cut short by an exception is closed (Progress.__exit__).
+    with deferred_interrupts(), bar:
+        for epoch in range(epochs):
+            if shuffle:
+                gather.epoch(rng.permutation(n))
+            sums = loss_fn.sums(b)                    # loss total, correct predictions
+            counted = 0
+            bar.start(epoch)
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                rows = stop - start                   # the batch's true size
+                opt.zero_grad()
+                for lo in range(start, stop, micro_batch_size):
+                    hi = min(lo + micro_batch_size, stop)
+                    if shuffle:
+                        xb, yb = gather(lo, hi)
+                    else:
+                        xb, yb = Xd[lo:hi], Td[lo:hi]
+                    out = model.forward(xb, copy=False)      # fit's zero-copy path
+                    counted += loss_fn.accumulate(b, out, yb, sums, hi - lo, accuracy)
+                    model.backward(loss_fn.backward(), scale=(hi - lo) / rows)
+                factor = None
+                if clip_grad_norm is not None:
+                    _, factor = clip_factor(model, clip_grad_norm, norm_type, False,
+                                           opt._spans)
+                if scheduler is not None and scheduler_interval == "batch":
+                    with critical():          # the step and its lr change: together
+                        opt.step_scaled(1.0 if factor is None else factor)
+                        scheduler.step()
                 else:
-                    xb, yb = Xd[lo:hi], Td[lo:hi]
-                out = model.forward(xb, copy=False)      # fit's zero-copy path
-                counted += loss_fn.accumulate(b, out, yb, sums, hi - lo, accuracy)
-                model.backward(loss_fn.backward(), scale=(hi - lo) / rows)
-            factor = None
-            if clip_grad_norm is not None:
-                _, factor = clip_factor(model, clip_grad_norm, norm_type, False)
-            opt.step_scaled(1.0 if factor is None else factor)
-            if scheduler is not None and scheduler_interval == "batch":
+                    opt.step_scaled(1.0 if factor is None else factor)
+                # the epoch's running mean, read only when the bar is redrawn
+                bar.batch_done(rows, lambda: float(b.to_numpy(sums)[0]) / stop)
+            bar.training_done()
+            if scheduler is not None and scheduler_interval == "epoch":
                 scheduler.step()
-            # the epoch's running mean, read only when the bar is redrawn
-            bar.batch_done(rows, lambda: float(b.to_numpy(sums)[0]) / stop)
-        bar.training_done()
-        if scheduler is not None and scheduler_interval == "epoch":
-            scheduler.step()
-        total, correct = b.to_numpy(sums)
-        logs = {"loss": float(total) / n}
-        if accuracy is not None:
-            logs["accuracy"] = float(correct) / counted
-        if X_val is not None:
-            logs["val_loss"], val_acc = measure(model, X_val, val_target, loss_fn,
-                                                micro_batch_size)
+            total, correct = b.to_numpy(sums)
+            logs = {"loss": float(total) / n}
             if accuracy is not None:
-                logs["val_accuracy"] = val_acc
-        bar.end(logs)
-        history.epoch.append(epoch)
-        for name, value in logs.items():
-            history.history[name].append(value)
-        for cb in callbacks:
-            cb.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
+                logs["accuracy"] = float(correct) / counted
+            if X_val is not None:
+                logs["val_loss"], val_acc = measure(model, X_val, val_target, loss_fn,
+                                                    micro_batch_size)
+                if accuracy is not None:
+                    logs["val_accuracy"] = val_acc
+            bar.end(logs)
+            history.epoch.append(epoch)
+            for name, value in logs.items():
+                history.history[name].append(value)
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
     for cb in callbacks:
         cb.on_train_end(logs)
     return history
