@@ -163,15 +163,31 @@ def _default_threads():
 
 
 def set_num_threads(n):
-    """Use ``n`` threads for BLAS (and for numba's parallel kernels where enabled)."""
-    from threadpoolctl import threadpool_limits
-
+    """Use ``n`` threads for BLAS (and for numba's parallel kernels where enabled).
+    May be called before anything is built: BLAS libraries loaded later (scipy's
+    OpenBLAS, loaded with the cpu backend) get ``n`` when they load."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive integer, got {n!r}")
-    _state["blas_limiter"] = threadpool_limits(limits=n, user_api="blas")
     _state["n"] = n
+    _limit_blas()
     if _state["numba_pool"]:
         _size_numba_pool()
+
+
+def _limit_blas():
+    # threadpoolctl reaches only the libraries loaded when it is called, hence also
+    # blas_loaded() below.
+    from threadpoolctl import threadpool_limits
+
+    _state["blas_limiter"] = threadpool_limits(limits=_state["n"], user_api="blas")
+
+
+def blas_loaded():
+    """Called once a backend has loaded the BLAS library it runs the GEMMs on: give it
+    the thread count already chosen (``set_num_threads`` before the first model), or
+    the default."""
+    get_num_threads()
+    _limit_blas()
 
 
 def _size_numba_pool():

@@ -7,6 +7,10 @@ from .. import threads
 from ..kernels import _dense, cpu as K
 from .numpy_backend import NumpyBackend
 
+# _dense has just loaded scipy's OpenBLAS: a thread count chosen before that reaches it
+# only now (threadpoolctl limits the libraries already loaded).
+threads.blas_loaded()
+
 
 class CpuBackend(NumpyBackend):
     """Arrays are NumPy arrays (so ``empty``/``from_numpy``/``to_numpy``/``copy``/
@@ -14,11 +18,9 @@ class CpuBackend(NumpyBackend):
     name = "cpu"
 
     def dense_forward(self, x, w, b, z):
-        threads.get_num_threads()            # the BLAS pool is sized before first use
         _dense.dense_forward(x, w, b, z)
 
     def dense_backward(self, x, w, grad_z, grad_w, grad_x, scale):
-        threads.get_num_threads()
         _dense.dense_backward(x, w, grad_z, grad_w, grad_x, scale)
 
     def activation_forward(self, name, z, a):
@@ -33,7 +35,6 @@ class CpuBackend(NumpyBackend):
     def model_forward(self, plan, x):
         parallel = threads.use_parallel(plan.workspace.size)
         kernels = K.activation_pointers("forward", x.dtype, parallel, plan.activations)
-        threads.get_num_threads()
         _dense.model_forward(x, plan.model.flat_params, plan.workspace, plan.layers,
                              kernels)
         return plan.a[-1]
@@ -41,7 +42,6 @@ class CpuBackend(NumpyBackend):
     def model_backward(self, plan, x, grad, scale):
         parallel = threads.use_parallel(plan.workspace.size)
         kernels = K.activation_pointers("backward", x.dtype, parallel, plan.activations)
-        threads.get_num_threads()
         model = plan.model
         _dense.model_backward(x, model.flat_params, model.flat_grads, plan.workspace,
                               grad, plan.layers, scale, kernels)

@@ -1,4 +1,6 @@
 """The layer API: flat buffers, views, seeding, weights, and the SGD step."""
+import os
+
 import numpy as np
 import pytest
 
@@ -110,6 +112,37 @@ def test_cpu_and_numpy_train_identically(backend, rng):
             opt.step()
         states.append(model.to_numpy(model.flat_params))
     np.testing.assert_allclose(states[0], states[1], rtol=1e-10, atol=1e-12)
+
+
+def test_set_num_threads_before_the_first_model_reaches_the_gemms_blas():
+    """set_num_threads before the cpu backend loads scipy's OpenBLAS: threadpoolctl
+    only limits the libraries already loaded, so the count must be applied again when
+    the backend loads it (it was not: the GEMMs ran on the default count)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    pytest.importorskip("threadpoolctl")
+    code = textwrap.dedent("""
+        import os, sys, numpy as np, fastnn as fn
+        from threadpoolctl import threadpool_info
+        assert "fastnn.backends.cpu_backend" not in sys.modules
+        default = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        n = 2 if default == 1 else 1          # not the default, so the test can fail
+        fn.set_num_threads(n)
+        m = fn.Sequential(fn.Dense(4, 3), backend="cpu")
+        m.predict(np.ones((2, 4), np.float32))
+        counts = {p["filepath"]: p["num_threads"] for p in threadpool_info()
+                  if p["user_api"] == "blas"}
+        assert any("scipy" in f for f in counts), counts
+        assert all(c == n for c in counts.values()), (n, counts)
+        print("ok")
+    """)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FASTNN_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-2000:]
 
 
 def test_set_num_threads():
