@@ -2,20 +2,19 @@
 
 There are two candidate pools: BLAS (scipy's OpenBLAS, which runs the GEMMs) and
 numba's (elementwise, loss and optimizer kernels).  Measured on this project's 2-core
-machine (float32, 2 threads, median us; the first and last rows are reproduced by
-``python bench/threads_experiment.py``, the relu row was a one-off run):
+machine (Intel Xeon, OpenBLAS SkylakeX; float32, 2 threads, median us, quiet; reproduced
+by ``python bench/threads_experiment.py --repeats 5``):
 
 =====================================================  ======  ==========  =========
 work                                                   serial  GOMP, spin  GOMP, no
                                                        numba   (default)   spin
 =====================================================  ======  ==========  =========
-128x784x512 GEMM (+bias), then sigmoid on its output      613        8001        625
-relu, 1024x512                                             45          43         86
-sigmoid, 1024x512                                         191         109        170
+128x784x512 GEMM (+bias), then sigmoid on its output      440        6934        449
+sigmoid, 1024x512                                         351         174        251
 =====================================================  ======  ==========  =========
 
-(GEMM alone: 615 us.  numba's ``workqueue`` layer: relu 143 us in parallel.)  Spinning
-OpenMP threads beside OpenBLAS's make a step 13x slower; without spinning, parallel
+(numba's ``workqueue`` layer: 505 us for the first row.)  Spinning OpenMP threads
+beside OpenBLAS's make a step 16x slower; without spinning, parallel
 numba gains nothing next to a GEMM.  Hence the policy:
 
 - one thread count ``n``: ``fastnn.set_num_threads(n)`` or the environment variable
