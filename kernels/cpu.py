@@ -88,6 +88,17 @@ def row_dot(x, y):
     return s
 
 
+@njit(fastmath=_SUM_MATH, **_OPTS)
+def row_cross_entropy(t, z, lse):
+    """sum_c t_c (lse - z_c): one row's cross-entropy against the probabilities t,
+    given its log-sum-exp.  Term by term, not lse * sum(t) - <t, z>: an infinite t_c
+    then gives inf (PyTorch's), not inf - inf."""
+    s = t[0] * (lse - z[0])
+    for i in range(1, t.shape[0]):
+        s += t[i] * (lse - z[i])
+    return s
+
+
 @njit(**_OPTS)
 def column_blocks(cols, parallel):
     """Column blocks for row-major reductions over rows: one block serially (rows are
@@ -187,7 +198,7 @@ def cross_entropy_probs(z, t, grad, param, norm):
     for r in prange(rows):
         m, s = softmax_numerators(z[r], grad[r])
         tsum = row_sum(t[r])
-        total += (math.log(s) + m) * tsum - row_dot(t[r], z[r])
+        total += row_cross_entropy(t[r], z[r], math.log(s) + m)
         k = norm * tsum / s
         for j in range(cols):
             grad[r, j] = grad[r, j] * k - t[r, j] * norm

@@ -395,12 +395,13 @@ def cross_entropy_probs(z, t, grad, param, norm, sums, parts, done, weight):
     hits = 0.0
     for r in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
         m, s, best = softmax_row(z, grad, r)
+        # term by term (as the cpu kernel's row_cross_entropy): an infinite t_c
+        # gives inf, not inf - inf
+        lse = math.log(s) + m
         tsum = DT(0)
-        tz = DT(0)
         for j in range(z.shape[1]):
             tsum += t[r, j]
-            tz += t[r, j] * z[r, j]
-        part += (math.log(s) + m) * tsum - tz
+            part += t[r, j] * (lse - z[r, j])
         k = norm * tsum / s
         for j in range(z.shape[1]):
             grad[r, j] = grad[r, j] * k - t[r, j] * norm

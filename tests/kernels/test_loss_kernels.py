@@ -44,3 +44,17 @@ def test_extreme_logits_stay_finite(dtype, kern, ref):
             a = np.empty_like(z)
             backend.activation_forward(act, z, a)
             assert np.isfinite(a).all(), (backend.name, act)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_of_an_infinite_target_probability_is_inf(dtype, kern, ref):
+    """Issue 14: lse * sum(t) - <t, z> gave inf - inf = NaN; PyTorch (and the
+    reference, -sum t log_softmax) give inf: each term t_c (lse - z_c) is +inf or
+    finite."""
+    z = np.array([[0.5, -1.0, 2.0], [1.0, 2.0, 3.0]], dtype)
+    t = np.array([[np.inf, 0, 0], [0.2, 0.3, 0.5]], dtype)
+    for backend in (kern, ref):
+        grad = poisoned(z.shape, dtype)
+        with np.errstate(all="ignore"):
+            value = backend.loss("cross_entropy_probs", z, t, grad, 0.0, 0.5)
+        assert value == np.inf, backend.name
