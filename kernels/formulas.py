@@ -90,6 +90,23 @@ def _formulas(dt):
     ATANH_C = tuple(F(1.0 / (2 * k + 1)) for k in range(c["log_terms"], -1, -1))
     BCE_LOG_FLOOR = F(-100.0)    # PyTorch clamps log(p) at -100 in BCELoss
     BCE_EPS = F(1e-12)           # ... and p(1-p) at 1e-12 in its gradient
+    INF = F(np.inf)
+
+    # NaN in, NaN out (issue 14): a diverged network must report a NaN loss and NaN
+    # weights, as PyTorch and the NumPy reference do, never a finite value.  A select
+    # ``x if x > c else c`` drops NaN (the comparison is false); the forms below test
+    # the other way round, so that NaN takes the branch that passes it on, at no cost
+    # (one compare and one select either way).  tests/kernels/test_nonfinite.py checks
+    # every formula of the registry with NaN and +-inf inputs.
+    @njit(**_inline)
+    def max_nan(a, b):
+        """max(a, b), NaN if either is NaN (np.maximum / torch.maximum)."""
+        return a if (a > b or a != a) else b
+
+    @njit(**_inline)
+    def clamp_below_nan(x, lo):
+        """max(x, lo) that keeps a NaN x."""
+        return lo if x < lo else x
 
     @njit(**_inline)
     def pow2(n):
@@ -164,11 +181,11 @@ def _formulas(dt):
 
     @njit(**_inline)
     def relu_f(z):
-        return z if z > ZERO else ZERO
+        return ZERO if z <= ZERO else z            # NaN stays NaN (PyTorch)
 
     @njit(**_inline)
     def relu_df(z, a):
-        return ONE if z > ZERO else ZERO
+        return ZERO if z <= ZERO else ONE          # 1 at NaN, as PyTorch's backward
 
     @njit(**_inline)
     def leaky_relu_f(z):
@@ -184,7 +201,7 @@ def _formulas(dt):
 
     @njit(**_inline)
     def elu_df(z, a):
-        return ONE if z > ZERO else a + ONE
+        return a + ONE if z <= ZERO else ONE       # 1 at NaN, as PyTorch's backward
 
     @njit(**_inline)
     def sigmoid_df(z, a):
@@ -241,14 +258,17 @@ def _formulas(dt):
         ad = abs(d)
         small = ad < delta
         v = HALF * d * d if small else delta * (ad - HALF * delta)
-        g = d if small else (delta if d > ZERO else -delta)
+        # NaN d: NaN gradient (PyTorch), not -delta
+        g = d if small else (delta if d > ZERO else (-delta if d < ZERO else d))
         return v, g
 
     @njit(**_inline)
     def bce(o, t, p):
         # PyTorch's BCELoss: log terms clamped at -100, gradient denominator at 1e-12.
-        lp = max(F(math.log(o)), BCE_LOG_FLOOR) if o > ZERO else BCE_LOG_FLOOR
-        lq = max(F(math.log(ONE - o)), BCE_LOG_FLOOR) if o < ONE else BCE_LOG_FLOOR
+        # log(0) = -inf is clamped; a NaN output (or one outside [0, 1]: log < 0 is
+        # NaN) gives a NaN loss, as the NumPy reference.
+        lp = clamp_below_nan(F(math.log(o)), BCE_LOG_FLOOR)
+        lq = clamp_below_nan(F(math.log(ONE - o)), BCE_LOG_FLOOR)
         v = -(t * lp + (ONE - t) * lq)
         g = (o - t) / max((ONE - o) * o, BCE_EPS)
         return v, g
@@ -262,7 +282,8 @@ def _formulas(dt):
     @njit(**_inline)
     def hinge(o, t, p):
         m = ONE - t * o
-        return (m, -t) if m > ZERO else (ZERO, ZERO)
+        # max(0, m) keeping NaN; its gradient is 0 at NaN, as PyTorch's clamp_min
+        return (ZERO if m <= ZERO else m), (-t if m > ZERO else ZERO)
 
     @njit(**_inline)
     def kl_div(o, t, p):
@@ -279,7 +300,10 @@ def _formulas(dt):
     # per step in Python (fastnn.optim), not per element.
     @njit(**_inline)
     def _decayed(p, g, h):
-        return h.sign * g + h.l2 * p
+        # No weight decay adds nothing: 0 * p would turn an inf weight into NaN, where
+        # PyTorch (which skips the term) keeps it inf.  (h.l2 is the same for every
+        # element: LLVM hoists the test out of the loop.)
+        return h.sign * g + h.l2 * p if h.l2 != ZERO else h.sign * g
 
     @njit(**_inline)
     def sgd(p, g, h):
@@ -291,7 +315,9 @@ def _formulas(dt):
         # b = d as in PyTorch.
         d = _decayed(p, g, h)
         b = h.mu * b + h.c * d
-        return p - h.lr * (h.n_d * d + h.n_b * b), b
+        # heavy ball (n_d = 0) uses b alone, as PyTorch: 0 * d is NaN for an inf d
+        u = h.n_b * b if h.n_d == ZERO else h.n_d * d + h.n_b * b
+        return p - h.lr * u, b
 
     @njit(**_inline)
     def adagrad(p, g, s, h):
@@ -310,11 +336,20 @@ def _formulas(dt):
         return p - h.lr * (d / (math.sqrt(v) + h.eps)), v
 
     @njit(**_inline)
+    def _centered_var(v, ga):
+        # v - ga^2 as PyTorch's addcmul computes it (a fused multiply-add: the product
+        # is not rounded, so it cannot overflow on its own).  When float32 gradients of
+        # 1e30 overflow square_avg to inf, ga^2 overflows too; inf - inf would be NaN
+        # weights, PyTorch keeps the variance inf and the step d / inf = 0.  Where ga^2
+        # overflows with v finite the exact v - ga^2 is negative as well (NaN sqrt).
+        return v if (v == INF and abs(ga) < INF) else v - ga * ga
+
+    @njit(**_inline)
     def rmsprop_centered(p, g, v, ga, h):
         d = _decayed(p, g, h)
         v = _rms_square(v, d, h)
         ga = ga + h.c * (d - ga)
-        return p - h.lr * (d / (math.sqrt(v - ga * ga) + h.eps)), v, ga
+        return p - h.lr * (d / (math.sqrt(_centered_var(v, ga)) + h.eps)), v, ga
 
     @njit(**_inline)
     def rmsprop_momentum(p, g, v, b, h):
@@ -328,7 +363,7 @@ def _formulas(dt):
         d = _decayed(p, g, h)
         v = _rms_square(v, d, h)
         ga = ga + h.c * (d - ga)
-        b = h.mu * b + d / (math.sqrt(v - ga * ga) + h.eps)
+        b = h.mu * b + d / (math.sqrt(_centered_var(v, ga)) + h.eps)
         return p - h.lr * b, v, ga, b
 
     @njit(**_inline)
@@ -360,7 +395,7 @@ def _formulas(dt):
     @njit(**_inline)
     def adam_amsgrad(p, g, m, v, vmax, h):
         m, v = _adam_moments(p, g, m, v, h)
-        vmax = max(vmax, v)
+        vmax = max_nan(vmax, v)              # NaN sticks, as torch.maximum
         return _adam_update(p, m, math.sqrt(vmax), h), m, v, vmax
 
     sigmoid_f, softplus_f = sigmoid, softplus   # the activation table's names

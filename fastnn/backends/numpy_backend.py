@@ -50,12 +50,14 @@ def _softmax_backward(z, a, grad_a):
 # activation name -> (f(z), backward(z, a, grad_a) -> grad_z)
 REFERENCE_ACTIVATIONS = {
     "linear": (lambda z: z, lambda z, a, ga: ga * 1),
+    # f' at NaN: 1 for relu and elu, the slope for leaky_relu, as PyTorch's backward
+    # (it tests z <= 0); NaN in the forward pass stays NaN (np.maximum keeps it).
     "relu": (lambda z: np.maximum(z, 0),
-             _elementwise(lambda z, a: (z > 0).astype(z.dtype))),
+             _elementwise(lambda z, a: (~(z <= 0)).astype(z.dtype))),
     "leaky_relu": (lambda z: np.where(z > 0, z, 0.01 * z),
                    _elementwise(lambda z, a: np.where(z > 0, 1, 0.01))),
     "elu": (lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0))),
-            _elementwise(lambda z, a: np.where(z > 0, 1, a + 1))),
+            _elementwise(lambda z, a: np.where(z <= 0, a + 1, 1))),
     "sigmoid": (_sigmoid, _elementwise(lambda z, a: a * (1 - a))),
     "tanh": (np.tanh, _elementwise(lambda z, a: 1 - a * a)),
     "gelu": (lambda z: 0.5 * z * (1 + erf(z / np.sqrt(2))), _elementwise(_gelu_df)),
@@ -105,7 +107,8 @@ def _ce_probs(z, t, param):
 # value = sum(terms) * norm
 REFERENCE_LOSSES = {
     "mse": lambda o, t, p: ((o - t) ** 2, 2 * (o - t)),
-    "l1": lambda o, t, p: (np.abs(o - t), np.sign(o - t)),
+    # the gradient at NaN is 0: PyTorch's sign(NaN) (the value is NaN)
+    "l1": lambda o, t, p: (np.abs(o - t), np.nan_to_num(np.sign(o - t), nan=0.0)),
     "huber": _huber,
     "bce": _bce,
     "bce_with_logits": lambda o, t, p: (np.maximum(o, 0) - o * t
@@ -121,7 +124,9 @@ REFERENCE_LOSSES = {
 # rule's order and h its named tuple of scalars (fastnn.kernels.specs).  Written from
 # PyTorch's documented algorithms, as a sequence of whole-array passes.
 def _decayed(p, g, h):
-    return h.sign * g + h.l2 * p
+    # PyTorch adds weight decay only when it is not 0: 0 * inf would make an inf
+    # weight NaN
+    return h.sign * g + h.l2 * p if h.l2 != 0 else h.sign * g
 
 
 def _sgd(p, g, h):
@@ -132,7 +137,8 @@ def _sgd_momentum(p, g, buf, h):
     d = _decayed(p, g, h)
     buf *= h.mu
     buf += h.c * d
-    p -= h.lr * (h.n_d * d + h.n_b * buf)
+    # heavy ball (n_d = 0) steps by buf alone, as PyTorch (0 * inf would be NaN)
+    p -= h.lr * (h.n_b * buf if h.n_d == 0 else h.n_d * d + h.n_b * buf)
 
 
 def _adagrad(p, g, acc, h):
@@ -148,7 +154,12 @@ def _rmsprop(p, g, sq, grad_avg, buf, h):
     var = sq
     if grad_avg is not None:
         grad_avg += h.c * (d - grad_avg)
-        var = sq - grad_avg * grad_avg
+        # PyTorch's addcmul is a fused multiply-add: an overflowed (inf) square_avg
+        # stays inf even where grad_avg^2 alone would overflow (float32 gradients of
+        # 1e30), so the step is 0 instead of NaN
+        with np.errstate(over="ignore", invalid="ignore"):
+            var = np.where(np.isposinf(sq) & np.isfinite(grad_avg), sq,
+                           sq - grad_avg * grad_avg)
     step = d / (np.sqrt(var) + h.eps)
     if buf is not None:
         buf *= h.mu
