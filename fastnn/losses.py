@@ -42,7 +42,10 @@ LOSSES = specs.LOSSES
 
 def _values_in(target, argname, lo, hi):
     if not (np.all(target >= lo) and np.all(target <= hi)):
-        raise ValueError(f"{argname} must lie in [{lo}, {hi}]")
+        # (only on the error path: NaN fails both comparisons)
+        nan = " and contains NaN (has training diverged?)" if np.isnan(target).any() \
+            else ""
+        raise ValueError(f"{argname} must lie in [{lo}, {hi}]{nan}")
 
 
 def _shaped(target, shape, dtype):

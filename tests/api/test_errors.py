@@ -72,6 +72,8 @@ def test_elementwise_losses_reject():
         fn.HingeLoss().forward(out, np.zeros((4, 1), np.float32))
     with pytest.raises(ValueError, match=r"output \(probabilities\) must lie in \[0, 1\]"):
         fn.BCELoss().forward(out * 2, np.ones((4, 1), np.float32))
+    with pytest.raises(ValueError, match="contains NaN"):     # a diverged network
+        fn.BCELoss().forward(out * np.nan, np.ones((4, 1), np.float32))
     with pytest.raises(ValueError, match="delta must be > 0"):
         fn.HuberLoss(delta=0)
     with pytest.raises(RuntimeError, match="before forward"):
