@@ -99,6 +99,22 @@ def row_cross_entropy(t, z, lse):
     return s
 
 
+# Elements per partial sum of an elementwise loss: float32 partial sums of 512 values
+# keep their rounding error near 2^-24 sqrt(512 / lanes) of the block's sum; the
+# blocks' sums are added in float64.
+LOSS_BLOCK = 512
+
+
+@njit(**_OPTS)
+def loss_chunks(nblk, parallel):
+    """(chunks, blocks per chunk) for an elementwise loss: one chunk serially; in
+    parallel up to 64, each with its own values buffer."""
+    if not parallel:
+        return 1, max(nblk, 1)
+    nchunk = max(1, min(nblk, 64))
+    return nchunk, (nblk + nchunk - 1) // nchunk
+
+
 @njit(**_OPTS)
 def column_blocks(cols, parallel):
     """Column blocks for row-major reductions over rows: one block serially (rows are
@@ -161,16 +177,39 @@ def softmax_backward(z, a, grad_a, grad_z, grad_b, scale):
 
 
 def elementwise_loss(out, target, grad, param, norm):
-    """Return sum of f's values times ``norm``; grad = f' * norm, one pass.  The value
-    is accumulated in float64 whatever the array type."""
+    """Return sum of f's values times ``norm``; grad = f' * norm, one pass.
+
+    Blocked: per block of LOSS_BLOCK elements the values go to a small buffer (L1
+    resident) while the gradient is written, then the buffer is summed in the array's
+    type by row_sum (vectorised: fastmath reassoc, which the formula itself must not
+    get), and the block sums are added in float64.  One float64 sum per element was a
+    serial chain that kept the whole loop from vectorising.  1024x512 float32, the
+    serial kernel called directly, median of 300 runs: MSE 345 -> 236 us (NumPy's
+    o - t alone, the same traffic: 221 us), L1 2390 -> 239, Huber 3273 -> 225,
+    BCE-with-logits 6283 -> 742; the value's relative error over 4M elements ~1e-9.
+    The buffer is allocated once per chunk of blocks, not per block."""
     of = out.reshape(out.size)
     tf = target.reshape(target.size)
     gf = grad.reshape(grad.size)
+    n = of.shape[0]
+    nblk = (n + LOSS_BLOCK - 1) // LOSS_BLOCK
+    nchunk, per = loss_chunks(nblk, PARALLEL)
     total = 0.0
-    for i in prange(of.shape[0]):
-        v, d = f(of[i], tf[i], param)
-        total += v
-        gf[i] = d * norm
+    for c in prange(nchunk):
+        values = np.empty(LOSS_BLOCK, of.dtype)
+        part = 0.0
+        for b in range(c * per, min(nblk, (c + 1) * per)):
+            lo = b * LOSS_BLOCK
+            hi = min(n, lo + LOSS_BLOCK)
+            # views indexed by the loop variable: an index like lo + k gets numba's
+            # negative-index wraparound, which LLVM vectorised as gathers/scatters
+            ob, tb, gb = of[lo:hi], tf[lo:hi], gf[lo:hi]
+            for k in range(hi - lo):
+                v, d = f(ob[k], tb[k], param)
+                values[k] = v
+                gb[k] = d * norm
+            part += row_sum(values[:hi - lo])
+        total += part
     return total * norm
 
 
@@ -302,11 +341,12 @@ def activation_backward(name, dtype, parallel):
 # A loss kernel's form (kernels.specs) -> its template and what its slots are bound to.
 _LOSS_FORMS = {
     "elementwise": (elementwise_loss,
-                    lambda name, dt: {"f": getattr(formulas(dt), name)}),
-    "softmax_labels": (cross_entropy_labels,
-                       lambda name, dt: {"softmax_numerators": _softmax_numerators(dt)}),
-    "softmax_probs": (cross_entropy_probs,
-                      lambda name, dt: {"softmax_numerators": _softmax_numerators(dt)}),
+                    lambda name, dt, parallel: {"f": getattr(formulas(dt), name),
+                                                "PARALLEL": parallel}),
+    "softmax_labels": (cross_entropy_labels, lambda name, dt, parallel:
+                       {"softmax_numerators": _softmax_numerators(dt)}),
+    "softmax_probs": (cross_entropy_probs, lambda name, dt, parallel:
+                      {"softmax_numerators": _softmax_numerators(dt)}),
 }
 
 
@@ -317,7 +357,7 @@ def loss(name, dtype, parallel):
     dt = np.dtype(dtype)
     template, bind = _LOSS_FORMS[specs.LOSS_KERNELS[name].form]
     return specialise(template, _target(parallel), _tag(name, dt, parallel),
-                      **bind(name, dt))
+                      **bind(name, dt, parallel))
 
 
 @_memo
