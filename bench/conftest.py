@@ -19,6 +19,16 @@ cases ask for the ``torch_peer`` / ``torch_cuda_peer`` / ``cupy_peer`` /
 ``sklearn_peer`` fixtures, which skip them (with the reason) where the package, or for
 the GPU peers a CUDA GPU, is missing.  Backends left out of the run (not usable here,
 or the CUDA simulator) are named in the run's header and its JSON.
+
+How busy the machine was: every timed case records in ``extra_info`` the CPU time
+other processes used while it ran (``other_load``, in cores, from ``/proc/stat`` minus
+this process's own CPU time: see ``_busy.py``; None where there is no ``/proc/stat``),
+the window it was measured over and that figure's resolution, and ``contended`` (True
+when ``other_load`` exceeds ``_busy.CONTENDED_CORES`` by more than the resolution).
+The window is the whole timed call of the case (pytest-benchmark's calibration,
+warm-up and every round), not each round: /proc/stat counts 10 ms ticks, coarser than
+most rounds.  The report flags
+contended cases and judges no target that rests on one.
 """
 import os
 import platform
@@ -34,6 +44,7 @@ import fastnn as fn
 from fastnn import threads as fn_threads
 from fastnn.kernels.specs import SGDScalars
 
+import _busy
 from _shared import BACKENDS, LEFT_OUT
 
 # Floors in extra_info["floor_us_*"]: nominal figures for this 2-core machine (AVX-512
@@ -120,6 +131,95 @@ def _blas_kernels():
     from threadpoolctl import threadpool_info
     return sorted({str(p.get("architecture")) for p in threadpool_info()
                    if p.get("user_api") == "blas"})
+
+
+def blas_libraries():
+    """Each BLAS library loaded in this process, as threadpoolctl sees it: its
+    implementation, version, the kernels ("core type") it picked ("architecture",
+    e.g. 'SkylakeX' or 'Haswell'; None where the library does not say), thread count
+    and file name."""
+    from threadpoolctl import threadpool_info
+    return [{"internal_api": p.get("internal_api"), "version": p.get("version"),
+             "architecture": p.get("architecture"), "num_threads": p.get("num_threads"),
+             "file": os.path.basename(p.get("filepath") or "") or None}
+            for p in threadpool_info() if p.get("user_api") == "blas"]
+
+
+def blas_text(libraries, coretype):
+    """One line naming each BLAS library's core type and OPENBLAS_CORETYPE."""
+    libs = "; ".join(
+        f"{lib.get('internal_api') or '?'} {lib.get('version') or ''}".rstrip()
+        + f" ({lib.get('file') or '?'}): core type {lib.get('architecture') or 'unknown'}"
+        for lib in libraries) or "no BLAS library found by threadpoolctl"
+    return (f"BLAS: {libs}; OPENBLAS_CORETYPE "
+            + (f"set to {coretype!r}" if coretype else "not set (OpenBLAS picks its "
+               "kernels from the CPU)"))
+
+
+def contender_of(item):
+    """The backend or peer a case times ("cpu", "torch", "gemms", ...): its
+    ``backend`` (or, in bench_optim.py, ``impl``) parameter; None without one."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    for key in ("backend", "impl"):
+        if key in params:
+            return str(params[key])
+    return None
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fastnn-contender", action="append", default=[], metavar="NAME",
+                     help="only the cases timing this backend or peer (repeatable); "
+                     "`python -m bench --alternate N` runs one process per contender")
+    parser.addoption("--fastnn-contenders-file", metavar="PATH", default=None,
+                     help="write the contenders of the selected cases to PATH, one a "
+                     "line (with --collect-only: what --alternate runs)")
+
+
+def pytest_collection_finish(session):
+    path = session.config.getoption("fastnn_contenders_file", default=None)
+    if path:
+        names = dict.fromkeys(c for c in map(contender_of, session.items) if c)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write("".join(f"{c}\n" for c in names))
+
+
+def pytest_collection_modifyitems(config, items):
+    wanted = set(config.getoption("fastnn_contender", default=None) or ())
+    if not wanted:
+        return
+    keep = [it for it in items if contender_of(it) in wanted]
+    dropped = [it for it in items if contender_of(it) not in wanted]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def _record_other_load(request):
+    """Around each timed benchmark call (calibration, warm-up and all its rounds: one
+    window per case), the CPU time other processes used, into ``extra_info``."""
+    if "benchmark" not in request.fixturenames:
+        yield
+        return
+    benchmark = request.getfixturevalue("benchmark")
+    if not getattr(benchmark, "enabled", False):     # --benchmark-disable: not timed
+        yield
+        return
+
+    def watched(raw):
+        def run(*args, **kwargs):
+            with _busy.Busy() as busy:
+                result = raw(*args, **kwargs)
+            info = busy.info()
+            info["contended"] = _busy.is_contended(busy.other_load, busy.resolution)
+            benchmark.extra_info.update(info)
+            return result
+        return run
+
+    for name in ("_raw", "_raw_pedantic"):           # benchmark(...) / .pedantic(...)
+        if hasattr(benchmark, name):
+            setattr(benchmark, name, watched(getattr(benchmark, name)))
+    yield
 
 
 def _family(module_name):
@@ -213,7 +313,9 @@ def fastnn_machine_info():
         "threads": fn.get_num_threads(),
         "fastnn_parallel_min": getattr(fn_threads, "PARALLEL_MIN", None),
         "blas_kernels": blas,
+        "blas_libraries": _ask(blas_libraries),
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "contended_above_cores": _busy.CONTENDED_CORES,
         "python": sys.version.split()[0],
         "versions": {"fastnn": fn.__version__, "numpy": np.__version__,
                      "numba": _version("numba"), "scipy": _version("scipy"),
@@ -302,6 +404,9 @@ def pytest_report_header(config):
     """Which fastnn backends this run times, and why any is left out."""
     lines = ["fastnn backends timed: " + ", ".join(BACKENDS)]
     lines += [f"fastnn backend {name} not timed: {why}" for name, why in LEFT_OUT.items()]
+    libs = _ask(blas_libraries)
+    lines.append(blas_text(libs if isinstance(libs, list) else [],
+                           os.environ.get("OPENBLAS_CORETYPE")))
     return lines
 
 

@@ -22,10 +22,22 @@ A peer that did not run (torch or scikit-learn not installed, a ``-k`` that left
 out) shows as "–" and its targets as not measured.  A ``--quick`` run (recorded by the
 runner as ``data["fastnn_bench_quick"]``) says so at the top of each report and in its
 chart's title, and judges no target: its verdicts read "– (quick run)".
+
+Contention: each case's ``extra_info["other_load"]`` (cores other processes used while
+it ran, recorded by ``bench/conftest.py``; see ``bench/_busy.py``) and
+``extra_info["contended"]``.  A table with a contended case gets a "contended" column
+naming them; a target resting on a contended case is not judged: "– (contended: other
+processes used X cores)".  The header gives each BLAS library's core type (threadpoolctl's
+"architecture"), whether OPENBLAS_CORETYPE is set, and the load over the run.
 """
 import math
 import re
 from pathlib import Path
+
+try:                                    # as bench.report (the runner, the tests)
+    from ._busy import CONTENDED_CORES, is_contended
+except ImportError:                     # as a top-level module, beside _busy.py
+    from _busy import CONTENDED_CORES, is_contended
 
 REFERENCE = "cpu"                       # the backend every ratio is taken against
 FLOORS = ("gemms", "copy")              # peers that are floors, not competitors
@@ -165,6 +177,39 @@ def ratio(cases, num, den):
     return a / b
 
 
+def contended_load(case):
+    """The cores other processes used while ``case`` ran when that made it contended
+    (``extra_info["contended"]``, else judged from ``other_load`` and its
+    resolution), else None (quiet, or not recorded)."""
+    if case is None:
+        return None
+    info = case["info"]
+    load = info.get("other_load")
+    flag = info.get("contended")
+    if flag is None:
+        flag = is_contended(load, info.get("other_load_resolution"))
+    return load if flag else None
+
+
+def contended_cases(cases, peers=None):
+    """{peer: cores used by others} of the contended cases of a group (only
+    ``peers`` when given; "floor" stands for the group's floor peer)."""
+    if peers is not None:
+        peers = [q for p in peers for q in ((p,) if p != "floor" else FLOORS)]
+    out = {}
+    for peer, case in cases.items():
+        if peers is not None and peer not in peers:
+            continue
+        load = contended_load(case)
+        if load is not None:
+            out[peer] = load
+    return out
+
+
+def contended_verdict(load):
+    return f"{DASH} (contended: other processes used {load:.2f} cores)"
+
+
 def is_quick(data):
     """Whether ``data`` is from a ``--quick`` run (its timings are not for quoting)."""
     return bool(data.get("fastnn_bench_quick"))
@@ -173,7 +218,9 @@ def is_quick(data):
 def evaluate_targets(groups, quick=False):
     """[(label, measured or None, goal text, verdict)] for :data:`TARGETS` given the
     {group: cases} of a run; ``quick``: a ``--quick`` run, whose measured targets are
-    shown but not judged (verdict :data:`QUICK_VERDICT`)."""
+    shown but not judged (verdict :data:`QUICK_VERDICT`).  A timing target whose
+    cases include a contended one (see :func:`contended_load`) is not judged either:
+    :func:`contended_verdict` (the test accuracy, not a timing, still is)."""
     rows = []
     for label, group, num, den, op, goal in TARGETS:
         cases = groups.get(group, {})
@@ -192,10 +239,13 @@ def evaluate_targets(groups, quick=False):
             value = ratio(cases, num, den)
             shown = None if value is None else f"{value:.2f}×"
             goal_text = f"{'≥' if op == '>=' else '≤'} {goal:g}×"
+        busy = {} if den == "test_accuracy" else contended_cases(cases, (num, den))
         if value is None:
             verdict = f"{DASH} (not measured)"
         elif quick:
             verdict = QUICK_VERDICT
+        elif busy:
+            verdict = contended_verdict(max(busy.values()))
         else:
             met = value >= goal if op == ">=" else value <= goal
             verdict = "met" if met else "**not met**"
@@ -249,9 +299,11 @@ def family_table(groups):
     unit = _unit(groups)
     others = [p for p in peers if p != REFERENCE and p not in FLOORS]
     has_floor = any(floor_time(cases) is not None for cases in groups.values())
+    busy = {group: contended_cases(cases) for group, cases in groups.items()}
     header = (["case"] + [f"{p} ({unit})" for p in peers]
               + [f"{p}/{REFERENCE}" for p in others]
-              + ([f"{REFERENCE}/floor"] if has_floor else []) + [f"{REFERENCE} rate"])
+              + ([f"{REFERENCE}/floor"] if has_floor else []) + [f"{REFERENCE} rate"]
+              + (["contended"] if any(busy.values()) else []))
     rows = []
     for group, cases in groups.items():
         row = [group] + [_fmt_time(_time(cases, p), unit) for p in peers]
@@ -259,8 +311,68 @@ def family_table(groups):
         if has_floor:
             row.append(_fmt_ratio(ratio(cases, REFERENCE, "floor")))
         row.append(_rate(cases.get(REFERENCE)))
+        if any(busy.values()):
+            row.append(_contended_cell(busy[group]))
         rows.append(row)
     return _table(header, rows)
+
+
+def _contended_cell(busy):
+    """The "contended" cell of a row: "**yes**: torch 0.97, numpy 0.40 cores", or ""."""
+    if not busy:
+        return ""
+    return "**yes**: " + ", ".join(f"{p} {busy[p]:.2f}" for p in _ordered_peers(busy)) \
+        + " cores"
+
+
+def blas_line(fi):
+    """The header's BLAS line: each library's core type (threadpoolctl's
+    "architecture") and whether OPENBLAS_CORETYPE is set."""
+    libs = fi.get("blas_libraries")
+    coretype = fi.get("OPENBLAS_CORETYPE")
+    env = ("OPENBLAS_CORETYPE=" + coretype + " (set)") if coretype else \
+        "OPENBLAS_CORETYPE not set"
+    if isinstance(libs, list) and libs:
+        text = "; ".join(
+            f"{lib.get('internal_api') or '?'} {lib.get('version') or ''}".rstrip()
+            + f" (`{lib.get('file') or '?'}`, {lib.get('num_threads') or DASH} threads):"
+            f" core type {lib.get('architecture') or 'unknown'}" for lib in libs)
+        return f"- BLAS (threadpoolctl): {text}; {env}"
+    if isinstance(libs, str):                   # threadpoolctl failed: why
+        return f"- BLAS: {libs}; {env}"
+    # older runs recorded the kernels only
+    return (f"- BLAS: OpenBLAS kernels {', '.join(fi.get('blas_kernels') or [DASH])} "
+            f"(threadpoolctl); {env}")
+
+
+def load_line(data):
+    """The header's line on how busy the machine was: other processes' CPU time over
+    the run and per case, and how many cases were contended."""
+    benches = [b for b in data.get("benchmarks") or () if (b.get("stats") or {})
+               .get("median") is not None]
+    infos = [b.get("extra_info") or {} for b in benches]
+    recorded = [i for i in infos if "other_load" in i]
+    run = data.get("fastnn_bench_other_load") or {}
+    parts = []
+    if run:
+        load = run.get("other_load")
+        parts.append("other processes used "
+                     + ("unknown CPU time (no /proc/stat)" if load is None else
+                        f"{load:.2f} cores") + " over the whole run")
+    if not recorded:
+        parts.append("per case: not recorded by this run")
+    else:
+        loads = [i["other_load"] for i in recorded if i["other_load"] is not None]
+        if not loads:
+            parts.append("per case: unknown (no /proc/stat)")
+        else:
+            busy = [c for c in ({"info": i} for i in recorded)
+                    if contended_load(c) is not None]
+            parts.append(f"per case {min(loads):.2f}–{max(loads):.2f} cores "
+                         f"(each over its timed call); {len(busy)} of {len(recorded)} "
+                         f"cases contended (above {CONTENDED_CORES:g} cores"
+                         " beyond the figure's resolution)")
+    return "- machine load (/proc/stat minus fastnn's own CPU time): " + "; ".join(parts)
 
 
 def _fit_details(groups):
@@ -299,8 +411,7 @@ def _environment_lines(data):
              "- versions: " + ", ".join(
                  f"{k} {v if v else 'not installed'}" for k, v in versions.items())
              + (f", python {fi['python']}" if fi.get("python") else ""),
-             f"- BLAS: OpenBLAS kernels {', '.join(fi.get('blas_kernels') or [DASH])} "
-             f"(threadpoolctl); OPENBLAS_CORETYPE={fi.get('OPENBLAS_CORETYPE') or 'unset'}"]
+             blas_line(fi), load_line(data)]
     commit = data.get("commit_info") or {}
     if commit.get("id"):
         lines.append(f"- commit: {commit['id'][:12]}"
@@ -313,6 +424,17 @@ def _environment_lines(data):
                      f"({rounds[0]}–{rounds[-1]} rounds; min_rounds "
                      f"{opts.get('min_rounds', DASH)}, max_time "
                      f"{opts.get('max_time', DASH)} s), float32 unless noted")
+    alt = data.get("fastnn_bench_alternate")
+    if alt:
+        quiet = [((b.get("extra_info") or {}).get("alternate") or {}).get("quiet_rounds")
+                 for b in benches]
+        quiet = [q for q in quiet if q is not None]
+        lines.append(f"- alternated (`--alternate {alt.get('rounds')}`): each contender "
+                     f"({', '.join(alt.get('contenders') or ())}) in its own process, "
+                     "interleaved, the order rotated each round; each case's time is "
+                     "the median of its quiet rounds' medians"
+                     + (f" ({min(quiet)}–{max(quiet)} quiet rounds of "
+                        f"{alt.get('rounds')})" if quiet else ""))
     return lines
 
 

@@ -13,6 +13,7 @@ ratios to PyTorch CUDA and CuPy/cuBLAS where installed).
     python -m bench                      # the full run (a few minutes)
     python -m bench --quick              # short timings: checks the pipeline
     python -m bench -k "64-128-10"       # only the matching cases (pytest's -k)
+    python -m bench --alternate 3        # each contender in its own process, 3 rounds
     python -m bench --from-json bench/results/cpu.json   # rebuild the report only
 
 Where the report goes (``--out`` unless given): ``bench/results/`` (the committed
@@ -22,11 +23,24 @@ any run from another directory (``fastnn bench`` anywhere), writes into
 overwritten by accident.  The runner says where it writes before it starts.  A
 ``--quick`` run's report says so at its top and judges no target ("– (quick run)").
 
+How busy the machine was: each case records the CPU time other processes used while it
+ran (``bench/_busy.py``: /proc/stat minus the run's own CPU time), the runner records it
+over the whole run (``data["fastnn_bench_other_load"]``; the pytest process is its
+child, so its time counts as the run's own), and the report flags the contended cases
+(above ``_busy.CONTENDED_CORES``) and judges no target resting on one.  After the run
+it prints each BLAS library's core type and how many cases were contended.
+
+``--alternate N`` runs, N rounds over, one pytest process per contender (``numpy``,
+``cpu``, ``torch``, ``gemms``...: bench/conftest.py's ``--fastnn-contender``), the
+order rotated each round, and keeps for each case the round whose median is the median
+of its quiet (not contended) rounds' medians (see :func:`merge_rounds`).
+
 Exit status: 0 when every case passed and the report was written; 1 when a case
 failed or nothing ran (the report is still written from what did run); 2 for a usage
 error.
 """
 import argparse
+import copy
 import json
 import os
 import shlex
@@ -35,7 +49,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import report
+from . import _busy, report
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -79,6 +93,10 @@ def build_parser(prog="python -m bench"):
     p.add_argument("--min-rounds", type=_positive, metavar="N",
                    help=f"at least N timed rounds per case (default {FULL['min_rounds']}, "
                    f"--quick {QUICK['min_rounds']})")
+    p.add_argument("--alternate", type=_positive, metavar="N",
+                   help="run each contender (backend or peer: cpu, numpy, torch, ...) "
+                   "in its own pytest process, interleaved, N rounds; each case's time "
+                   "is the median over its rounds that were not contended")
     p.add_argument("--from-json", type=Path, metavar="FILE",
                    help="run nothing: rebuild the report from a pytest-benchmark JSON "
                    "(e.g. an earlier cpu.json)")
@@ -121,6 +139,100 @@ def pytest_command(args, json_path):
     return cmd
 
 
+def _run_once(args, json_path, extra=()):
+    """Run pytest once: (exit status, its JSON or None, why there is none)."""
+    cmd = pytest_command(args, json_path) + list(extra)
+    print("running: python " + " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
+    rc = subprocess.call(cmd, cwd=ROOT, env=dict(os.environ))
+    if not Path(json_path).is_file():
+        why = ("no case matched -k " + repr(args.keyword)) if rc == 5 else \
+            f"pytest exited with status {rc} and wrote no results"
+        return rc, None, why
+    return rc, json.loads(Path(json_path).read_text(encoding="utf-8")), None
+
+
+def contenders(args, tmp):
+    """The backends and peers of the selected cases, in the suites' order (a
+    collect-only pytest run: bench/conftest.py's --fastnn-contenders-file)."""
+    listing = Path(tmp) / "contenders.txt"
+    cmd = [sys.executable, "-m", "pytest", str(BENCH_DIR), "-q", "-p", "no:cacheprovider",
+           "--collect-only", f"--fastnn-contenders-file={listing}"]
+    if args.keyword:
+        cmd += ["-k", args.keyword]
+    subprocess.call(cmd, cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL)
+    return listing.read_text(encoding="utf-8").split() if listing.is_file() else []
+
+
+def rotations(names, rounds):
+    """The order of each round: ``names`` rotated by one more each round, so that no
+    contender always runs first (or right after the same neighbour's process)."""
+    n = len(names)
+    return [names[r % n:] + names[:r % n] for r in range(rounds)] if n else []
+
+
+def _run_alternating(args, tmp):
+    """--alternate N: N rounds, each one pytest process per contender (interleaved),
+    merged by :func:`merge_rounds`.  (worst exit status, merged JSON or None, why)."""
+    names = contenders(args, tmp)
+    if not names:
+        return 5, None, ("no case matched -k " + repr(args.keyword) if args.keyword
+                         else "no benchmark case was collected")
+    runs, worst = [], 0
+    for r, order in enumerate(rotations(names, args.alternate)):
+        for name in order:
+            print(f"round {r + 1} of {args.alternate}: {name}", flush=True)
+            rc, data, _ = _run_once(args, Path(tmp) / f"round{r}-{name}.json",
+                                    ("--fastnn-contender", name))
+            if rc not in (0, 5):
+                worst = 1
+            if data is not None:
+                runs.append(data)
+    if not runs:
+        return worst or 5, None, "pytest wrote no results"
+    merged = merge_rounds(runs)
+    merged["fastnn_bench_alternate"] = {"rounds": args.alternate, "contenders": names,
+                                        "processes": len(runs)}
+    return worst, merged, None
+
+
+def merge_rounds(runs):
+    """One pytest-benchmark JSON from several (``runs``: the processes of
+    ``--alternate``, in the order they ran): each case's entry is the one with the
+    median (the lower of the middle two) of its medians over its rounds that were not
+    contended, or over all its rounds where every one was; ``extra_info["alternate"]``
+    holds every round's median and other_load.  Machine and commit info come from the
+    first run, with the BLAS libraries of all of them."""
+    by_case = {}
+    for data in runs:
+        for b in data.get("benchmarks") or ():
+            if (b.get("stats") or {}).get("median") is not None:
+                by_case.setdefault(b.get("fullname") or b.get("name"), []).append(b)
+    merged = []
+    for entries in by_case.values():
+        quiet = [b for b in entries if not (b.get("extra_info") or {}).get("contended")]
+        pool = sorted(quiet or entries, key=lambda b: b["stats"]["median"])
+        chosen = copy.deepcopy(pool[(len(pool) - 1) // 2])
+        chosen.setdefault("extra_info", {})["alternate"] = {
+            "rounds": len(entries), "quiet_rounds": len(quiet),
+            "medians": [b["stats"]["median"] for b in entries],
+            "other_loads": [(b.get("extra_info") or {}).get("other_load")
+                            for b in entries]}
+        merged.append(chosen)
+    out = copy.deepcopy({k: v for k, v in runs[0].items() if k != "benchmarks"})
+    out["benchmarks"] = merged
+    fi = (out.get("machine_info") or {}).get("fastnn")
+    if fi is not None:
+        libs = {}
+        for data in runs:
+            got = ((data.get("machine_info") or {}).get("fastnn") or {}).get(
+                "blas_libraries")
+            for lib in got if isinstance(got, list) else ():
+                libs.setdefault(lib.get("file"), lib)
+        if libs:
+            fi["blas_libraries"] = list(libs.values())
+    return out
+
+
 def _command_text(prog, argv):
     return " ".join([prog] + [shlex.quote(a) for a in argv])
 
@@ -155,16 +267,14 @@ def main(argv=None, prog="python -m bench"):
         return _write(data, out, _command_text(prog, argv), status=0, prog=prog)
 
     with tempfile.TemporaryDirectory(prefix="fastnn-bench-") as tmp:
-        json_path = Path(tmp) / "results.json"
-        cmd = pytest_command(args, json_path)
-        print("running: python " + " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
-        rc = subprocess.call(cmd, cwd=ROOT, env=dict(os.environ))
-        if not json_path.is_file():
-            why = ("no case matched -k " + repr(args.keyword)) if rc == 5 else \
-                f"pytest exited with status {rc} and wrote no results"
+        with _busy.Busy(children=True) as busy:      # pytest is waited for: ours
+            if args.alternate:
+                rc, data, why = _run_alternating(args, Path(tmp))
+            else:
+                rc, data, why = _run_once(args, Path(tmp) / "results.json")
+        if data is None:
             print(f"{prog}: error: {why}", file=sys.stderr)
             return 1
-        data = json.loads(json_path.read_text(encoding="utf-8"))
     if rc not in (0, 5) or not data.get("benchmarks"):
         print(f"{prog}: warning: pytest exited with status {rc}; the report holds the "
               f"{len(data.get('benchmarks', ()))} cases that ran", file=sys.stderr)
@@ -173,6 +283,7 @@ def main(argv=None, prog="python -m bench"):
         status = 0
     data["fastnn_bench_command"] = _command_text(prog, argv)
     data["fastnn_bench_quick"] = bool(args.quick)     # the report: not for quoting
+    data["fastnn_bench_other_load"] = busy.info()
     (out / "cpu.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return _write(data, out, data["fastnn_bench_command"], status=status, prog=prog)
 
@@ -187,6 +298,15 @@ def _write(data, out, command, status, prog):
     for md, png, _ in filter(None, written):       # (no GPU report without cuda cases)
         print(f"wrote {md}" + (f" and {png}" if png else
                                " (chart skipped: see the report)"))
+    fi = (data.get("machine_info") or {}).get("fastnn") or {}
+    print(report.blas_line(fi)[2:])
+    print(report.load_line(data)[2:])
+    busy = sorted({g for fam in report.collect(data).values()
+                   for g, cases in fam.items() if report.contended_cases(cases)})
+    if busy:
+        print(f"{prog}: warning: {len(busy)} table rows ran while other processes were "
+              "busy (flagged in the report; their targets are not judged): "
+              + "; ".join(busy), file=sys.stderr)
     if report.is_quick(data):
         print("(a quick run: its timings check the pipeline and are not for quoting; "
               "no target is judged)")

@@ -373,3 +373,206 @@ def test_slow_end_to_end_quick_run(tmp_path):
     target = row(text, "64-128-10, B=32, SGD: torch / cpu")
     has_torch = importlib.util.find_spec("torch") is not None
     assert target[1].endswith("×") if has_torch else target[1] == "–"
+    # every timed case records how busy the rest of the machine was, and the header
+    # names the BLAS core type and the load
+    data = json.loads((out / "cpu.json").read_text())
+    for b in data["benchmarks"]:
+        info = b["extra_info"]
+        assert {"other_load", "other_load_window_s", "other_load_resolution",
+                "contended"} <= set(info), b["name"]
+        assert info["other_load_window_s"] > 0
+    assert "other_load" in data["fastnn_bench_other_load"]
+    head = text.split("## Targets")[0]
+    assert "core type" in head and "OPENBLAS_CORETYPE" in head
+    assert "- machine load" in head and "core type" in done.stdout
+
+
+# ---- contention and the BLAS core type ---------------------------------------------
+def contend(data, group, peer, load, resolution=0.02):
+    """Mark one case of ``data`` as run beside other processes using ``load`` cores
+    (as bench/conftest.py records it); every other case quiet."""
+    for b in data["benchmarks"]:
+        info = b["extra_info"]
+        info.setdefault("other_load", 0.01)
+        info.setdefault("other_load_resolution", resolution)
+        info.setdefault("contended", False)
+        if b["group"] == group and info["backend"] == peer:
+            info.update(other_load=load, other_load_resolution=resolution,
+                        contended=load - resolution > report.CONTENDED_CORES)
+    return data
+
+
+def test_contended_case_is_flagged_and_its_targets_not_judged():
+    data = contend(synthetic(), train(32, "sgd"), "torch", 0.9)
+    v = verdicts(data)
+    assert v["784-512-256-10, B=32, SGD: torch / cpu"] == (
+        "3.00×", "– (contended: other processes used 0.90 cores)")
+    # the other targets, and the same group's target without torch, are still judged
+    assert v["784-512-256-10, B=128, SGD: torch / cpu"] == ("1.25×", "**not met**")
+    assert v["64-128-10, B=32, SGD: torch / cpu"] == ("10.00×", "met")
+    text = report.build_markdown(data, chart="cpu.png")
+    header = row(text, "case")
+    assert header[-1] == "contended"                  # only where a case was contended
+    cells = dict(zip(header, row(text, train(32, "sgd"))))
+    assert cells["contended"] == "**yes**: torch 0.90 cores"
+    assert cells["torch (µs)"] == "900"                # the timings are still shown
+    assert dict(zip(header, row(text, train(128, "sgd"))))["contended"] == ""
+    # families without a contended case keep their table as it was
+    assert "contended" not in row(text, "activation_backward sigmoid 1024x512")
+    assert "1 of 28 cases contended" in text.split("## Targets")[0]
+    # a floor peer (gemms, copy) contended: its floor targets are not judged
+    data = contend(synthetic(), "loss cross_entropy 1024x512", "copy", 0.5)
+    ce = verdicts(data)["softmax-CE value + gradient 1024x512: cpu / memory floor"]
+    assert ce == ("2.50×", "– (contended: other processes used 0.50 cores)")
+    # quick runs stay "quick run"
+    rows = report.evaluate_targets(
+        {g: c for fam in report.collect(contend(synthetic(), train(32, "sgd"), "cpu", 2.0))
+         .values() for g, c in fam.items()}, quick=True)
+    assert {verdict for *_, verdict in rows} == {"– (quick run)"}
+
+
+def test_tick_noise_of_a_short_window_is_not_contention():
+    """0.6 cores measured over a window whose resolution is 0.5: within the tick
+    rounding of the threshold, so not flagged (a JSON without the recorded flag is
+    judged the same way)."""
+    data = contend(synthetic(), train(32, "sgd"), "torch", 0.6, resolution=0.5)
+    for b in data["benchmarks"]:
+        b["extra_info"].pop("contended")
+    assert verdicts(data)["784-512-256-10, B=32, SGD: torch / cpu"] == ("3.00×", "met")
+    data = contend(synthetic(), train(32, "sgd"), "torch", 0.8, resolution=0.5)
+    for b in data["benchmarks"]:
+        b["extra_info"].pop("contended")
+    assert verdicts(data)["784-512-256-10, B=32, SGD: torch / cpu"][1].startswith(
+        "– (contended")
+
+
+def test_report_header_blas_core_type_and_load():
+    data = synthetic()
+    fi = data["machine_info"]["fastnn"]
+    text = report.build_markdown(data)
+    assert "OpenBLAS kernels Haswell" in text and "OPENBLAS_CORETYPE=Haswell (set)" in text
+    assert "per case: not recorded by this run" in text      # an older run's JSON
+    fi["blas_libraries"] = [
+        {"internal_api": "openblas", "version": "0.3.30", "architecture": "SkylakeX",
+         "num_threads": 2, "file": "libscipy_openblas-6cdc3b4a.so"},
+        {"internal_api": "openblas", "version": "0.3.31", "architecture": "Haswell",
+         "num_threads": 1, "file": "libopenblas64_.so"}]
+    fi["OPENBLAS_CORETYPE"] = None
+    data["fastnn_bench_other_load"] = {"other_load": 0.04}
+    contend(data, train(32, "sgd"), "cpu", 0.01)            # all quiet
+    head = report.build_markdown(data).split("## Targets")[0]
+    blas = [ln for ln in head.splitlines() if ln.startswith("- BLAS")]
+    assert blas == ["- BLAS (threadpoolctl): openblas 0.3.30 "
+                    "(`libscipy_openblas-6cdc3b4a.so`, 2 threads): core type SkylakeX; "
+                    "openblas 0.3.31 (`libopenblas64_.so`, 1 threads): core type "
+                    "Haswell; OPENBLAS_CORETYPE not set"]
+    assert "other processes used 0.04 cores over the whole run" in head
+    assert "0 of 28 cases contended" in head and "0.01–0.01 cores" in head
+    # not Linux: every case's load unknown
+    for b in data["benchmarks"]:
+        b["extra_info"].update(other_load=None, other_load_resolution=None,
+                               contended=None)
+    data["fastnn_bench_other_load"] = {"other_load": None}
+    head = report.build_markdown(data).split("## Targets")[0]
+    assert "per case: unknown (no /proc/stat)" in head
+    assert "unknown CPU time (no /proc/stat)" in head
+    assert verdicts(data)["784-512-256-10, B=32, SGD: torch / cpu"] == ("3.00×", "met")
+    # threadpoolctl failed: why, in place of the libraries
+    fi["blas_libraries"] = "unknown (RuntimeError: boom)"
+    assert "- BLAS: unknown (RuntimeError: boom); OPENBLAS_CORETYPE not set" in \
+        report.build_markdown(data)
+
+
+def test_runner_warns_of_contended_rows(tmp_path, capsys):
+    src = tmp_path / "busy.json"
+    src.write_text(json.dumps(contend(synthetic(), train(128, "adam"), "cpu", 1.5)))
+    assert runner.main(["--from-json", str(src), "--out", str(tmp_path / "out")]) == 0
+    out, err = capsys.readouterr()
+    assert "OpenBLAS kernels Haswell" in out and "1 of 28 cases contended" in out
+    assert "1 table rows ran while other processes were busy" in err
+    assert train(128, "adam") in err
+    md = (tmp_path / "out" / "cpu.md").read_text()
+    assert "– (contended: other processes used 1.50 cores)" in md
+
+
+# ---- --alternate: one process per contender, interleaved ----------------------------
+def one_round(medians_us, loads, contended):
+    """A run of one contender process: the 64-128-10 B=32 SGD group, ``medians_us``
+    {peer: µs}, ``loads`` {peer: other_load}, ``contended`` the set of peers flagged."""
+    data = synthetic()
+    group = train(32, "sgd", "64-128-10")
+    data["benchmarks"] = [case("train", group, p, us, other_load=loads[p],
+                               other_load_resolution=0.02, contended=p in contended)
+                          for p, us in medians_us.items()]
+    for b in data["benchmarks"]:
+        b["fullname"] = f"bench/bench_train.py::test_train_step[{b['params']['backend']}]"
+    return data
+
+
+def test_merge_rounds_takes_the_median_of_quiet_rounds():
+    runs = [one_round({"cpu": 30}, {"cpu": 0.0}, set()),
+            one_round({"torch": 900}, {"torch": 0.0}, set()),
+            one_round({"cpu": 90}, {"cpu": 1.2}, {"cpu"}),           # contended: left out
+            one_round({"torch": 250}, {"torch": 0.0}, set()),
+            one_round({"cpu": 25}, {"cpu": 0.1}, set()),
+            one_round({"torch": 260}, {"torch": 0.05}, set())]
+    runs[1]["machine_info"]["fastnn"]["blas_libraries"] = [
+        {"file": "libtorch_blas.so", "architecture": "Haswell"}]
+    merged = runner.merge_rounds(runs)
+    got = {b["extra_info"]["backend"]: b for b in merged["benchmarks"]}
+    assert set(got) == {"cpu", "torch"}
+    assert got["cpu"]["stats"]["median"] == pytest.approx(25 * US)   # lower of 25, 30
+    assert got["torch"]["stats"]["median"] == pytest.approx(260 * US)  # of 250, 260, 900
+    alt = got["cpu"]["extra_info"]["alternate"]
+    assert alt["rounds"] == 3 and alt["quiet_rounds"] == 2
+    assert alt["other_loads"] == [0.0, 1.2, 0.1]
+    assert merged["machine_info"]["fastnn"]["blas_libraries"] == [
+        {"file": "libtorch_blas.so", "architecture": "Haswell"}]
+    # every round contended: the median of them all, still flagged
+    merged = runner.merge_rounds([one_round({"cpu": us}, {"cpu": 1.0}, {"cpu"})
+                                  for us in (40, 10, 30)])
+    only = merged["benchmarks"][0]
+    assert only["stats"]["median"] == pytest.approx(30 * US)
+    assert only["extra_info"]["contended"] is True
+    assert only["extra_info"]["alternate"]["quiet_rounds"] == 0
+    assert runner.rotations(["a", "b", "c"], 4) == [
+        ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+
+
+def test_runner_alternate_interleaves_contender_processes(tmp_path, monkeypatch, capsys):
+    calls = []
+    medians = {"cpu": iter([30, 28, 90]), "torch": iter([900, 300, 310])}
+
+    def fake_run_once(args, json_path, extra=()):
+        name = extra[extra.index("--fastnn-contender") + 1]
+        calls.append(name)
+        return 0, one_round({name: next(medians[name])}, {name: 0.0}, set()), None
+
+    monkeypatch.setattr(runner, "contenders", lambda args, tmp: ["cpu", "torch"])
+    monkeypatch.setattr(runner, "_run_once", fake_run_once)
+    assert runner.main(["--alternate", "3", "--out", str(tmp_path)]) == 0
+    assert calls == ["cpu", "torch", "torch", "cpu", "cpu", "torch"]
+    data = json.loads((tmp_path / "cpu.json").read_text())
+    assert data["fastnn_bench_alternate"] == {"rounds": 3, "contenders": ["cpu", "torch"],
+                                              "processes": 6}
+    text = (tmp_path / "cpu.md").read_text()
+    cells = dict(zip(row(text, "case"), row(text, train(32, "sgd", "64-128-10"))))
+    assert cells["cpu (µs)"] == "30.0" and cells["torch (µs)"] == "310"
+    assert "alternated (`--alternate 3`)" in text and "(3–3 quiet rounds of 3)" in text
+
+
+def test_contender_selection_in_the_suites(tmp_path):
+    """bench/conftest.py's --fastnn-contender keeps only that backend's or peer's
+    cases; --fastnn-contenders-file lists the selected cases' contenders."""
+    listing = tmp_path / "contenders.txt"
+    env = dict(os.environ)
+    env.pop("PYTEST_ADDOPTS", None)
+    done = subprocess.run([sys.executable, "-m", "pytest", "bench", "-q", "-p",
+                           "no:cacheprovider", "--collect-only", "-k", "64-128-10",
+                           "--fastnn-contender", "gemms",
+                           f"--fastnn-contenders-file={listing}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    ids = [ln for ln in done.stdout.splitlines() if "::" in ln]
+    assert ids and all(i.endswith("-gemms]") for i in ids)
+    assert listing.read_text().split() == ["gemms"]
