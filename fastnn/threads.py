@@ -240,7 +240,13 @@ def info():
         "parallel_min_elements": PARALLEL_MIN or "off (numba kernels serial)",
         "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER", "(numba's default)"),
         **cache_info(),
-        "blas": [(p.get("internal_api"), p.get("filepath"), p.get("num_threads"))
+        # which kernels ("core type") each BLAS library picked: OpenBLAS's differ
+        # between machines and move step times by 7-24% (README, Performance)
+        "blas": [f"{p.get('internal_api')} {p.get('version') or ''} core type "
+                 f"{p.get('architecture') or 'unknown'}, {p.get('num_threads')} "
+                 f"threads ({os.path.basename(p.get('filepath') or '?')})"
                  for p in threadpool_info() if p.get("user_api") == "blas"],
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")
+        or "not set (OpenBLAS picks its kernels from the CPU)",
         "numba_max_threads": numba.config.NUMBA_NUM_THREADS,
     }

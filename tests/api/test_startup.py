@@ -279,6 +279,23 @@ def test_info_reports_the_cache():
     assert isinstance(info["numba_cache_writable"], bool)
 
 
+def test_info_reports_the_blas_core_type(monkeypatch):
+    """Which kernels OpenBLAS picked (threadpoolctl's architecture) and whether
+    OPENBLAS_CORETYPE chose them: they move step times by 7-24% between machines."""
+    from threadpoolctl import threadpool_info
+
+    fastnn.get_backend("cpu")                  # scipy's OpenBLAS is loaded
+    picked = {p.get("architecture") for p in threadpool_info()
+              if p.get("user_api") == "blas"}
+    info = threads.info()
+    assert info["blas"] and all("core type" in line for line in info["blas"])
+    assert any(f"core type {a}" in line for a in picked if a for line in info["blas"])
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    assert threads.info()["openblas_coretype"].startswith("not set")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert threads.info()["openblas_coretype"] == "Haswell"
+
+
 def test_read_only_mount_as_root(sandbox):
     """Root in a read-only file system (a container's, say), where permission bits do
     not stop root and only a real write tells: with the copy, the home and the
