@@ -44,7 +44,7 @@ def seed(value, argname="seed"):
 
 
 # dtype -> (largest finite value, smallest nonzero value): the plain range check
-_RANGE = {dt: (float(np.finfo(dt).max), float(np.finfo(dt).smallest_subnormal))
+RANGE = {dt: (float(np.finfo(dt).max), float(np.finfo(dt).smallest_subnormal))
           for dt in FLOAT_DTYPES}
 
 
@@ -52,7 +52,7 @@ def representable(value, dtype, argname):
     """A finite real ``value`` that ``dtype`` holds: neither overflowing to inf nor
     (when nonzero) rounding to zero, so the kernel computes with what was asked."""
     dt = np.dtype(dtype)
-    largest, smallest = _RANGE[dt]
+    largest, smallest = RANGE[dt]
     size = abs(value)
     if size <= largest and (size >= smallest or size == 0):
         return value                        # (the hot path: no cast, no errstate)

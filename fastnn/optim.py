@@ -244,17 +244,15 @@ class Optimizer:
         that dtype (checked at steps 1 and 2: later steps only shrink Adam's step
         size and Adagrad's decayed lr, and momentum enters at step 2)."""
         dt = self.model.dtype
-        big = float(np.finfo(dt).max)
+        big = _checks.RANGE[dt][0]
         for name, value in hyper.items():
-            if isinstance(value, float) and not abs(value) <= big:
-                raise ValueError(f"{prefix}{name}={value!r} is too large for the model's "
-                                 f"dtype {dt} (largest finite value {big:g})")
-            if isinstance(value, tuple):
-                for i, v in enumerate(value):
-                    if isinstance(v, float) and not abs(v) <= big:
-                        raise ValueError(f"{prefix}{name}[{i}]={v!r} is too large for "
-                                         f"the model's dtype {dt} (largest finite "
-                                         f"value {big:g})")
+            # a tuple (Adam's betas) element by element
+            items = enumerate(value) if isinstance(value, tuple) else ((None, value),)
+            for i, v in items:
+                if isinstance(v, float) and not abs(v) <= big:
+                    label = name if i is None else f"{name}[{i}]"
+                    raise ValueError(f"{prefix}{label}={v!r} is too large for the "
+                                     f"model's dtype {dt} (largest finite value {big:g})")
         for t in (1, 2):
             scalars = self._scalars(t, 1.0, hyper)
             for field, value in zip(scalars._fields, scalars):
@@ -348,7 +346,8 @@ class Optimizer:
         during a step is raised once the step is complete."""
         m = self.model
         F = m.dtype.type
-        if not -_FMAX[F] <= grad_scale <= _FMAX[F]:
+        big = _checks.RANGE[m.dtype][0]
+        if not -big <= grad_scale <= big:
             raise ValueError(f"grad_scale must be a finite number within the model's "
                              f"dtype {m.dtype}, got {grad_scale!r}")
         t = self.step_count + 1
@@ -462,12 +461,6 @@ class Optimizer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self._hyper.items())
         return f"{type(self).__name__}({args})"
-
-
-# the largest finite value of each float type, by its scalar type (step's check)
-_FMAX = {np.float16: float(np.finfo(np.float16).max),
-         np.float32: float(np.finfo(np.float32).max),
-         np.float64: float(np.finfo(np.float64).max)}
 
 
 def _nonneg(v, n):
@@ -703,8 +696,8 @@ def clip_grad_norm(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False
     total, factor = clip_factor(model, max_norm, norm_type, error_if_nonfinite, spans)
     if factor is not None:
         grads = model.flat_grads
-        for lo, hi in (((0, grads.size),) if spans is None else spans):
-            model.backend.scale(grads[lo:hi] if spans is not None else grads, factor)
+        for part in ((grads,) if spans is None else (grads[lo:hi] for lo, hi in spans)):
+            model.backend.scale(part, factor)
     return total
 
 
