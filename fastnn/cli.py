@@ -287,13 +287,15 @@ def _train(args):
     Xtr, ytr, Xte, yte, task, name = _load(args)
     kind = specs.LOSSES[loss]
     output_activation, notes = None, []
+    classes = int(max(ytr.max(), yte.max())) + 1 if classification else 0
+    outputs = classes if classification else 1
+    sizes = [Xtr.shape[1], *args.hidden, outputs]
+    # before the one-hot targets and the model are allocated
+    _check_size(sizes, args, len(Xtr),
+                classes if classification and kind.target != "labels" else 0,
+                f" (the output layer has one unit per class, and the largest label "
+                f"is {classes - 1:,})" if classes > 1000 else "")
     if classification:
-        classes = int(max(ytr.max(), yte.max())) + 1
-        outputs = classes
-        _check_size([Xtr.shape[1], *args.hidden, outputs], args, len(Xtr),
-                    classes if kind.target != "labels" else 0,
-                    f" (the output layer has one unit per class, and the largest label "
-                    f"is {classes - 1:,})" if classes > 1000 else "")
         ytr = CLASS_TARGETS[kind.target](ytr, classes)
         output_activation = OUTPUT_ACTIVATIONS[kind.output]
         if kind.target in CLASS_TARGET_NOTES:
@@ -304,11 +306,8 @@ def _train(args):
             notes.append("per-output accuracy in the bars and plot; the test "
                          "accuracy is the argmax")
     else:
-        outputs = 1
-        _check_size([Xtr.shape[1], *args.hidden, outputs], args, len(Xtr), 0, "")
         y_mean, y_std = ytr.mean(), ytr.std()
         ytr = (ytr - y_mean) / y_std
-    sizes = [Xtr.shape[1], *args.hidden, outputs]
     layers = [fn.Dense(a, b, activation=args.activation)
               for a, b in zip(sizes, sizes[1:-1])]
     layers.append(fn.Dense(sizes[-2], sizes[-1], activation=output_activation))
