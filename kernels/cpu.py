@@ -106,25 +106,16 @@ LOSS_BLOCK = 512
 
 
 @njit(**_OPTS)
-def loss_chunks(nblk, parallel):
-    """(chunks, blocks per chunk) for an elementwise loss: one chunk serially; in
-    parallel up to 64, each with its own values buffer."""
+def split(n, parallel, least):
+    """(parts, items per part) for n items: one part serially; in parallel up to 64
+    parts of at least ``least`` items.  (Asking numba for its thread count here would
+    make the kernel uncacheable.)  Row-major reductions over rows split their columns with least = 64 (a 256-byte
+    run of float32 per row, so no two threads share an output); an elementwise loss
+    splits its blocks with least = 1 (each part has its own values buffer)."""
     if not parallel:
-        return 1, max(nblk, 1)
-    nchunk = max(1, min(nblk, 64))
-    return nchunk, (nblk + nchunk - 1) // nchunk
-
-
-@njit(**_OPTS)
-def column_blocks(cols, parallel):
-    """Column blocks for row-major reductions over rows: one block serially (rows are
-    streamed whole); in parallel, blocks of at least 64 columns (a 256-byte run of
-    float32 per row) so no two threads share an output.  (Asking numba for its thread
-    count here would make the kernel uncacheable.)"""
-    if not parallel:
-        return 1, cols
-    nblk = max(1, min(cols // 64, 64))
-    return nblk, (cols + nblk - 1) // nblk
+        return 1, n
+    parts = max(1, min(n // least, 64))
+    return parts, (n + parts - 1) // parts
 
 
 # ---- templates ------------------------------------------------------------------------
@@ -140,7 +131,7 @@ def softmax_exp(z, out):
 def elementwise_backward(z, a, grad_a, grad_z, grad_b, scale):
     """grad_z = grad_a * f'(z) and grad_b += scale * column sums of grad_z, one pass."""
     rows, cols = z.shape
-    nblk, width = column_blocks(cols, PARALLEL)
+    nblk, width = split(cols, PARALLEL, 64)
     for blk in prange(nblk):
         lo = blk * width
         hi = min(cols, lo + width)
@@ -167,7 +158,7 @@ def softmax_backward(z, a, grad_a, grad_z, grad_b, scale):
         d = row_dot(grad_a[r], a[r])
         for j in range(cols):
             grad_z[r, j] = a[r, j] * (grad_a[r, j] - d)
-    nblk, width = column_blocks(cols, PARALLEL)
+    nblk, width = split(cols, PARALLEL, 64)
     for blk in prange(nblk):
         lo = blk * width
         hi = min(cols, lo + width)
@@ -193,7 +184,7 @@ def elementwise_loss(out, target, grad, param, norm):
     gf = grad.reshape(grad.size)
     n = of.shape[0]
     nblk = (n + LOSS_BLOCK - 1) // LOSS_BLOCK
-    nchunk, per = loss_chunks(nblk, PARALLEL)
+    nchunk, per = split(nblk, PARALLEL, 1)
     total = 0.0
     for c in prange(nchunk):
         values = np.empty(LOSS_BLOCK, of.dtype)
