@@ -45,6 +45,7 @@ from fastnn import threads as fn_threads
 from fastnn.kernels.specs import SGDScalars
 
 import _busy
+import report
 from _shared import BACKENDS, LEFT_OUT
 
 # Floors in extra_info["floor_us_*"]: nominal figures for this 2-core machine (AVX-512
@@ -126,34 +127,14 @@ def sklearn_peer():
     return nn.MLPClassifier, ConvergenceWarning
 
 
+# Each BLAS library (implementation, version, core type, threads, file): fastnn's own
+# description, as `fastnn info` shows it.
+blas_libraries = fn_threads.blas_libraries
+
+
 def _blas_kernels():
     """OpenBLAS kernel architecture(s) in use, e.g. 'Haswell' or 'SkylakeX'."""
-    from threadpoolctl import threadpool_info
-    return sorted({str(p.get("architecture")) for p in threadpool_info()
-                   if p.get("user_api") == "blas"})
-
-
-def blas_libraries():
-    """Each BLAS library loaded in this process, as threadpoolctl sees it: its
-    implementation, version, the kernels ("core type") it picked ("architecture",
-    e.g. 'SkylakeX' or 'Haswell'; None where the library does not say), thread count
-    and file name."""
-    from threadpoolctl import threadpool_info
-    return [{"internal_api": p.get("internal_api"), "version": p.get("version"),
-             "architecture": p.get("architecture"), "num_threads": p.get("num_threads"),
-             "file": os.path.basename(p.get("filepath") or "") or None}
-            for p in threadpool_info() if p.get("user_api") == "blas"]
-
-
-def blas_text(libraries, coretype):
-    """One line naming each BLAS library's core type and OPENBLAS_CORETYPE."""
-    libs = "; ".join(
-        f"{lib.get('internal_api') or '?'} {lib.get('version') or ''}".rstrip()
-        + f" ({lib.get('file') or '?'}): core type {lib.get('architecture') or 'unknown'}"
-        for lib in libraries) or "no BLAS library found by threadpoolctl"
-    return (f"BLAS: {libs}; OPENBLAS_CORETYPE "
-            + (f"set to {coretype!r}" if coretype else "not set (OpenBLAS picks its "
-               "kernels from the CPU)"))
+    return sorted({str(lib["architecture"]) for lib in blas_libraries()})
 
 
 def contender_of(item):
@@ -404,9 +385,10 @@ def pytest_report_header(config):
     """Which fastnn backends this run times, and why any is left out."""
     lines = ["fastnn backends timed: " + ", ".join(BACKENDS)]
     lines += [f"fastnn backend {name} not timed: {why}" for name, why in LEFT_OUT.items()]
-    libs = _ask(blas_libraries)
-    lines.append(blas_text(libs if isinstance(libs, list) else [],
-                           os.environ.get("OPENBLAS_CORETYPE")))
+    # the report's own BLAS line (core types, OPENBLAS_CORETYPE), without its "- "
+    lines.append(report.blas_line({"blas_libraries": _ask(blas_libraries),
+                                   "OPENBLAS_CORETYPE":
+                                   os.environ.get("OPENBLAS_CORETYPE")})[2:])
     return lines
 
 

@@ -230,10 +230,22 @@ def cache_info():
     }
 
 
+def blas_libraries():
+    """Each BLAS library loaded in this process, as threadpoolctl sees it: its
+    implementation, version, the kernels ("core type") it picked ("architecture",
+    e.g. 'SkylakeX' or 'Haswell'; None where the library does not say), thread count
+    and file name (what ``fastnn info`` and the benchmark reports show)."""
+    from threadpoolctl import threadpool_info
+
+    return [{"internal_api": p.get("internal_api"), "version": p.get("version"),
+             "architecture": p.get("architecture"), "num_threads": p.get("num_threads"),
+             "file": os.path.basename(p.get("filepath") or "") or None}
+            for p in threadpool_info() if p.get("user_api") == "blas"]
+
+
 def info():
     """The thread settings, as a dict (for ``fastnn info`` and bug reports)."""
     import numba
-    from threadpoolctl import threadpool_info
 
     return {
         "num_threads": get_num_threads(),
@@ -242,10 +254,9 @@ def info():
         **cache_info(),
         # which kernels ("core type") each BLAS library picked: OpenBLAS's differ
         # between machines and move step times by 7-24% (README, Performance)
-        "blas": [f"{p.get('internal_api')} {p.get('version') or ''} core type "
-                 f"{p.get('architecture') or 'unknown'}, {p.get('num_threads')} "
-                 f"threads ({os.path.basename(p.get('filepath') or '?')})"
-                 for p in threadpool_info() if p.get("user_api") == "blas"],
+        "blas": [f"{lib['internal_api']} {lib['version'] or ''} core type "
+                 f"{lib['architecture'] or 'unknown'}, {lib['num_threads']} threads "
+                 f"({lib['file']})" for lib in blas_libraries()],
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")
         or "not set (OpenBLAS picks its kernels from the CPU)",
         "numba_max_threads": numba.config.NUMBA_NUM_THREADS,
