@@ -15,7 +15,10 @@ model                  batch  optimizer
 Cases, one table (``benchmark.group``) per (model, batch, optimizer):
 
 - every fastnn backend of this machine (``_shared.BACKENDS``: numpy, cpu, and cuda
-  where a real GPU is usable);
+  where a real GPU is usable), making those five calls;
+- ``cpu_train_step``: the same step as ONE call, ``model.train_step(xb, yb, loss_fn,
+  opt)`` (bit-identical to the five calls; the cpu backend runs it as one compiled
+  call);
 - ``torch`` (CPU) and ``torch_cuda`` (a CUDA GPU): ``nn.Sequential`` of
   ``Linear``/``ReLU`` holding the same initial weights, ``F.cross_entropy``,
   ``torch.optim.SGD``/``Adam`` with their defaults, ``loss.item()`` read each step
@@ -48,7 +51,10 @@ from _shared import (BACKENDS, F32, TORCH_DEVICES, arch_name, cupy_gemm, fastnn_
                      step_flops, step_gemms, synced, timed, to_torch, torch_flat,
                      torch_mlp, torch_peer_of)
 
-CASES = BACKENDS + tuple(TORCH_DEVICES) + ("gemms", "cupy")
+# "cpu_train_step": the cpu backend's one-call step, ``model.train_step`` (the
+# backend cases make the five calls above).
+ONE_CALL = ("cpu_train_step",) if "cpu" in BACKENDS else ()
+CASES = BACKENDS + ONE_CALL + tuple(TORCH_DEVICES) + ("gemms", "cupy")
 # (model, batch, optimizer): the README's targets
 STEPS = (("784-512-256-10", 32, "sgd"), ("784-512-256-10", 128, "sgd"),
          ("784-512-256-10", 128, "adam"), ("64-128-10", 32, "sgd"),
@@ -168,13 +174,17 @@ def test_train_step(benchmark, arch, batch, opt, backend, describe, close, reque
             pass                      # zero_grad sets the gradients to None
         step = synced(step, wait)     # (.item() has waited already)
     else:
-        be = fn.get_backend(backend)
-        model = fastnn_model(sizes, backend, F32)
-        loss_fn = fn.CrossEntropyLoss(backend=backend)
+        one_call = backend in ONE_CALL
+        name = "cpu" if one_call else backend
+        be = fn.get_backend(name)
+        model = fastnn_model(sizes, name, F32)
+        loss_fn = fn.CrossEntropyLoss(backend=name)
         optimizer = (fn.SGD if opt == "sgd" else fn.Adam)(model, **HYPER[opt])
         xbb, ybb = be.from_numpy(xb), be.from_numpy(yb)
 
         def step():
+            if one_call:
+                return model.train_step(xbb, ybb, loss_fn, optimizer)
             optimizer.zero_grad()
             out = model.forward(xbb)
             loss = loss_fn.forward(out, ybb)

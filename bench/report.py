@@ -75,21 +75,36 @@ FAMILIES = {
 }
 
 _TRAIN = "train_step {} B={} {}"
-# The README's targets: (label, group, numerator, denominator, op, goal).  Ratios are
-# median(numerator) / median(denominator); "floor" is the group's floor time.
+# The README's targets (issue 15's; the first round's where it set none): (label,
+# group, numerator, denominator, op, goal).  Ratios are median(numerator) /
+# median(denominator); "floor" is the group's floor time; "us": the numerator's own
+# median in microseconds; "test_accuracy": the numerator's recorded accuracy.  The
+# step targets judge ``cpu_train_step``, the one-call ``model.train_step`` (the
+# five-call ``cpu`` case is in the tables beside it).
+_ONE = "cpu_train_step"
 TARGETS = (
-    ("784-512-256-10, B=32, SGD: torch / cpu", _TRAIN.format("784-512-256-10", 32, "sgd"),
-     "torch", "cpu", ">=", 2.4),
-    ("784-512-256-10, B=128, SGD: torch / cpu",
-     _TRAIN.format("784-512-256-10", 128, "sgd"), "torch", "cpu", ">=", 1.5),
+    ("784-512-256-10, B=32, SGD: torch / cpu train_step",
+     _TRAIN.format("784-512-256-10", 32, "sgd"), "torch", _ONE, ">=", 3.5),
+    ("784-512-256-10, B=128, SGD: torch / cpu train_step",
+     _TRAIN.format("784-512-256-10", 128, "sgd"), "torch", _ONE, ">=", 2.8),
     ("784-512-256-10, B=128, SGD: cpu / its GEMMs alone",
      _TRAIN.format("784-512-256-10", 128, "sgd"), "cpu", "gemms", "<=", 1.15),
-    ("784-512-256-10, B=128, Adam: torch / cpu",
-     _TRAIN.format("784-512-256-10", 128, "adam"), "torch", "cpu", ">=", 1.8),
-    ("64-128-10, B=32, SGD: torch / cpu", _TRAIN.format("64-128-10", 32, "sgd"),
-     "torch", "cpu", ">=", 8.0),
-    ("64-128-10, B=256, Adam: torch / cpu", _TRAIN.format("64-128-10", 256, "adam"),
-     "torch", "cpu", ">=", 4.0),
+    ("784-512-256-10, B=128, Adam: torch / cpu train_step",
+     _TRAIN.format("784-512-256-10", 128, "adam"), "torch", _ONE, ">=", 4.0),
+    ("64-128-10, B=32, SGD: torch / cpu train_step",
+     _TRAIN.format("64-128-10", 32, "sgd"), "torch", _ONE, ">=", 15.0),
+    ("64-128-10, B=32, SGD: cpu train_step per step",
+     _TRAIN.format("64-128-10", 32, "sgd"), _ONE, "us", "<=", 22.0),
+    ("64-128-10, B=256, Adam: torch / cpu train_step",
+     _TRAIN.format("64-128-10", 256, "adam"), "torch", _ONE, ">=", 6.0),
+    ("gelu forward 1024x512: cpu / torch", "activation_forward gelu 1024x512", "cpu",
+     "torch", "<=", 1.0),
+    ("BCE-with-logits value + gradient 1024x512: cpu / torch",
+     "loss bce_with_logits 1024x512", "cpu", "torch", "<=", 1.0),
+    ("MSE value + gradient 1024x512: cpu / torch", "loss mse 1024x512", "cpu", "torch",
+     "<=", 1.0),
+    ("MSE value + gradient 1024x512: cpu / memory floor", "loss mse 1024x512", "cpu",
+     "floor", "<=", 1.2),
     ("sigmoid gradient (activation_backward) 1024x512: cpu / memory floor",
      "activation_backward sigmoid 1024x512", "cpu", "floor", "<=", 1.5),
     ("softmax-CE value + gradient 1024x512: cpu / memory floor",
@@ -235,6 +250,11 @@ def evaluate_targets(groups, quick=False):
             if value is not None and not full:
                 shown += f" after {case['info'].get('epochs')} epochs"
             goal_text = f"{'≥' if op == '>=' else '≤'} {100 * goal:g}%"
+        elif den == "us":
+            value = _time(cases, num)
+            value = None if value is None else value * 1e6
+            shown = None if value is None else f"{value:.1f} µs"
+            goal_text = f"{'≥' if op == '>=' else '≤'} {goal:g} µs"
         else:
             value = ratio(cases, num, den)
             shown = None if value is None else f"{value:.2f}×"

@@ -10,6 +10,7 @@ from . import _checks, fileformat, training
 from ._version import __version__
 from .backends import DEFAULT, get_backend
 from .layers import Dense, Parameter, read_only
+from .optim import Optimizer
 from .plan import Plan
 
 
@@ -161,6 +162,14 @@ class Sequential:
             x = self.backend.copy(x)
         return x
 
+    def _staged(self, x):
+        """(plan, x) for a training pass over the batch ``x``: checked, and staged
+        where the backend computes (a private copy if it aliases the model's own
+        buffers)."""
+        x = self.backend.batch(x, "x", self.dtype, columns=self.in_features)
+        plan = self.plan(x.shape[0])
+        return plan, self._private(x, "x", plan)
+
     def forward(self, x, copy=True):
         """Outputs for the batch ``x`` (batch, in_features), of the model's dtype: a
         new backend array (batch, out_features) (a NumPy array on the cpu and numpy
@@ -171,9 +180,7 @@ class Sequential:
         batch size.  ``x`` is read again by :meth:`backward`: do not change it in
         between.  On the cuda backend ``x`` may be a NumPy array (copied to the GPU)
         or a CUDA device array (used in place)."""
-        x = self.backend.batch(x, "x", self.dtype, columns=self.in_features)
-        plan = self.plan(x.shape[0])
-        x = self._private(x, "x", plan)
+        plan, x = self._staged(x)
         out = self.backend.model_forward(plan, x)
         self._inputs = (plan, x)
         return self.backend.copy(out) if copy else out
@@ -211,6 +218,85 @@ class Sequential:
         self.backend.model_backward(plan, x, grad, scale)
 
     # -- training ------------------------------------------------------------------
+    def train_step(self, x, y, loss=None, optimizer=None):
+        """One optimizer step on the batch ``(x, y)``; returns the batch's mean loss
+        (a Python float: the loss before the update).
+
+        The same as the five calls of a manual loop, bit for bit::
+
+            optimizer.zero_grad(); out = model(x); value = loss(out, y)
+            model.backward(loss.backward()); optimizer.step()
+
+        but on the cpu backend it is ONE compiled call (forward, loss, backward and
+        update, the GIL released), so a small model's step is not paid in Python
+        (64-128-10 at batch 32: see the README's Performance section).  The other
+        backends, a custom loss (a ``value_and_grad`` of your own, or an overridden
+        ``forward``/``backward``), a loss that checks the model's output first
+        (BCELoss: probabilities), an optimizer over a subset of the parameters, or an
+        overridden ``forward``/``backward`` of the model make the five calls
+        instead, with the same result.
+
+        - ``x``: (batch, in_features) of the model's dtype, at least one row.
+        - ``y``: what ``loss(output, y)`` takes: integer class labels (batch,) for
+          cross-entropy (or class probabilities), else an array of the output's shape
+          and the model's dtype.  Checked before anything changes.
+        - ``loss``, ``optimizer``: as for :meth:`fit` (instances, or names; default
+          the model's own), and kept as ``model.loss`` and ``model.optimizer`` as
+          :meth:`fit` keeps them, so a name such as ``"adam"`` continues the same
+          optimizer from one call to the next.
+
+        Afterwards, as after the five calls, ``loss.backward()`` holds d loss /
+        d output and ``.grad`` the batch's gradients.  The update and the
+        optimizer's step counter advance together (Ctrl-C under
+        :func:`fastnn.optim.deferred_interrupts` waits for the step's end)."""
+        if isinstance(optimizer, Optimizer) and optimizer.model is self:
+            opt = optimizer              # (the loop's usual case: no lookup)
+        else:
+            opt = training.optimizer_for(self, optimizer)
+        loss_fn = training.loss_for(self, loss)
+        plan, x = self._staged(x)          # (at least one row: batch checks it)
+        rows = x.shape[0]
+        if not self._one_call(loss_fn, opt):
+            out = self.forward(x, copy=False)
+            value = loss_fn(out, y)
+            opt.zero_grad()
+            self.backward(loss_fn.backward())
+            opt.step()
+        else:
+            # (labels are range-checked inside the compiled call, before any change)
+            kernel, target = loss_fn.staged_target(self.backend, y,
+                                                   (rows, self.out_features), self.dtype,
+                                                   ranged=False)
+            value = self._step_call(plan, x, kernel, target, loss_fn, 1.0, True, opt)
+        self.optimizer, self.loss = opt, loss_fn
+        return value
+
+    def _one_call(self, loss_fn, opt):
+        """Whether a training step with ``loss_fn`` and ``opt`` runs as the backend's
+        one compiled ``train_step``: a backend that has one, the built-in passes, a
+        fused loss that checks no output, an optimizer of all the parameters.  (Else
+        the five calls: on the numpy backend, say, the loss of a NumPy output runs on
+        the cpu backend, as the manual loop's does.)"""
+        cls = type(self)
+        return (self.backend.one_call_step and loss_fn._fused
+                and not loss_fn.checks_output and opt._spans is None
+                and cls.forward is Sequential.forward
+                and cls.backward is Sequential.backward)
+
+    def _step_call(self, plan, x, kernel, target, loss_fn, scale, zero, opt):
+        """The backend's ``train_step`` on a staged batch and target (see
+        :meth:`train_step`): ``scale`` and ``zero`` as for a micro-batch of
+        :meth:`fit`; ``opt`` None for no update.  Returns the loss kernel's value."""
+        b = self.backend
+        grad = loss_fn._grad_buffer(b, plan.a[-1])
+        args = (plan, x, kernel, target, grad, loss_fn.param, loss_fn._norm(grad.shape),
+                scale, zero)
+        self._inputs = (plan, x)
+        if opt is None:
+            return b.train_step(*args, None, (), None)
+        t, rule, state, hyper = opt._next_step(1.0)
+        return opt._advance(t, b.train_step, *args, rule, state, hyper)
+
     def fit(self, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
             micro_batch_size=None, shuffle=True, seed=None, validation_data=None,
             validation_split=None, clip_grad_norm=None, norm_type=2.0, scheduler=None,

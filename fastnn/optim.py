@@ -344,8 +344,16 @@ class Optimizer:
         factor (:func:`clip_factor`) without a pass of its own.  The update and the
         step counter advance together: under :func:`deferred_interrupts`, Ctrl-C
         during a step is raised once the step is complete."""
+        t, rule, state, scalars = self._next_step(grad_scale)
+        F = self.model.dtype.type
+        self._advance(t, self._update, rule, state, scalars._make(map(F, scalars)))
+
+    def _next_step(self, grad_scale):
+        """(t, rule, state, scalars) of the next step: its number, the update rule,
+        the state buffers (a tuple, in the rule's order) and its scalars (the rule's
+        named tuple, of Python floats: the caller converts them to the model's
+        dtype)."""
         m = self.model
-        F = m.dtype.type
         big = _checks.RANGE[m.dtype][0]
         if not -big <= grad_scale <= big:
             raise ValueError(f"grad_scale must be a finite number within the model's "
@@ -353,22 +361,31 @@ class Optimizer:
         t = self.step_count + 1
         sign = -grad_scale if self._hyper.get("maximize") else grad_scale
         scalars = self._scalars(t, sign, self._hyper)
-        hyper = type(scalars)(*(F(x) for x in scalars))
-        rule, state = self._rule(self._hyper), tuple(self._state.values())
+        return t, self._rule(self._hyper), tuple(self._state.values()), scalars
+
+    def _advance(self, t, update, *args):
+        """``update(*args)`` (which applies step ``t``) and the step counter set to
+        ``t``, as one section that Ctrl-C does not cut; returns what ``update``
+        returns.  (The section is inlined: this is every step's path.)"""
         main = _get_ident() == _MAIN_THREAD
         if main:
             _INTERRUPTS.depth += 1
         try:
-            if self._spans is None:
-                m.backend.optimizer_step(rule, m.flat_params, m.flat_grads, state, hyper)
-            else:
-                self._step_spans(rule, state, hyper)
+            result = update(*args)
             self.step_count = t
         finally:
             if main:
                 _INTERRUPTS.depth -= 1
                 if _INTERRUPTS.pending is not None and not _INTERRUPTS.depth:
                     _INTERRUPTS.deliver()
+        return result
+
+    def _update(self, rule, state, hyper):
+        m = self.model
+        if self._spans is None:
+            m.backend.optimizer_step(rule, m.flat_params, m.flat_grads, state, hyper)
+        else:
+            self._step_spans(rule, state, hyper)
 
     def _step_spans(self, rule, state, hyper):
         """A subset's step: one kernel per run of adjacent listed parameters, on

@@ -17,7 +17,7 @@ each row length as the leading dimension.  No copies.
 One BLAS in the hot path: this is scipy's OpenBLAS; fastnn.threads sizes its pool.
 """
 from libc.stdint cimport int64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 ctypedef fused real:
@@ -171,32 +171,69 @@ cdef int _check_plan(Layer[::1] layers, Py_ssize_t rows, Py_ssize_t fin0,
     return 0
 
 
+cdef void _forward(const real* x, Py_ssize_t ld_in, Py_ssize_t rows, const real* params,
+                   real* ws, const Layer* layers, Py_ssize_t n,
+                   const int64_t* kernels) noexcept nogil:
+    cdef Py_ssize_t l
+    cdef Layer L
+    cdef const real* inp = x
+    cdef real* z
+    cdef real* a
+    for l in range(n):
+        L = layers[l]
+        z = ws + L.z_off
+        a = ws + L.a_off
+        _bias_rows(z, params + L.b_off, rows, L.fout)
+        _gemm(False, False, <int>rows, <int>L.fout, <int>L.fin, <real>1.0, inp,
+              <int>ld_in, params + L.w_off, <int>L.fout, <real>1.0, z, <int>L.fout)
+        if L.a_off != L.z_off:
+            if real is float:
+                (<forward_f><void*>kernels[L.act])(z, a, rows, L.fout)
+            else:
+                (<forward_d><void*>kernels[L.act])(z, a, rows, L.fout)
+        inp = a
+        ld_in = L.fout
+
+
+cdef void _backward(const real* x, Py_ssize_t rows, const real* params, real* grads,
+                    real* ws, real* g, const Layer* layers, Py_ssize_t n, real s,
+                    const int64_t* kernels) noexcept nogil:
+    cdef Py_ssize_t l
+    cdef Layer L
+    cdef const real* inp
+    cdef real* gz
+    cdef real* gx
+    for l in range(n - 1, -1, -1):
+        L = layers[l]
+        gz = ws + L.gz_off
+        if real is float:
+            (<backward_f><void*>kernels[L.act])(ws + L.z_off, ws + L.a_off, g, gz,
+                                                grads + L.b_off, s, rows, L.fout)
+        else:
+            (<backward_d><void*>kernels[L.act])(ws + L.z_off, ws + L.a_off, g, gz,
+                                                grads + L.b_off, s, rows, L.fout)
+        inp = x if l == 0 else ws + layers[l - 1].a_off
+        _gemm(True, False, <int>L.fin, <int>L.fout, <int>rows, s, inp, <int>L.fin,
+              gz, <int>L.fout, <real>1.0, grads + L.w_off, <int>L.fout)
+        if l > 0:
+            gx = ws + L.gx_off
+            _gemm(False, True, <int>rows, <int>L.fin, <int>L.fout, <real>1.0, gz,
+                  <int>L.fout, params + L.w_off, <int>L.fout, <real>0.0, gx,
+                  <int>L.fin)
+            g = gx
+
+
 def model_forward(real[:, ::1] x, real[::1] params, real[::1] ws, Layer[::1] layers,
                   const int64_t[::1] kernels):
     """Every layer: Z = bias rows, Z += X W (beta = 1), A = f(Z) unless the layer is
     linear (then A is Z: ``a_off == z_off``).  ``kernels[code]``: the forward kernel
     of activation ``code``.  Returns the offset of the last layer's A in ``ws``."""
-    cdef Py_ssize_t rows = x.shape[0], l, n = layers.shape[0], ld_in = x.shape[1]
-    cdef Layer L
-    cdef real* inp = &x[0, 0]
-    cdef real* z
-    cdef real* a
-    _check_plan(layers, rows, x.shape[1], params.shape[0], ws.shape[0], kernels, False)
+    cdef Py_ssize_t n = layers.shape[0]
+    _check_plan(layers, x.shape[0], x.shape[1], params.shape[0], ws.shape[0], kernels,
+                False)
     with nogil:
-        for l in range(n):
-            L = layers[l]
-            z = &ws[L.z_off]
-            a = &ws[L.a_off]
-            _bias_rows(z, &params[L.b_off], rows, L.fout)
-            _gemm(False, False, <int>rows, <int>L.fout, <int>L.fin, <real>1.0, inp,
-                  <int>ld_in, &params[L.w_off], <int>L.fout, <real>1.0, z, <int>L.fout)
-            if L.a_off != L.z_off:
-                if real is float:
-                    (<forward_f><void*>kernels[L.act])(z, a, rows, L.fout)
-                else:
-                    (<forward_d><void*>kernels[L.act])(z, a, rows, L.fout)
-            inp = a
-            ld_in = L.fout
+        _forward(&x[0, 0], x.shape[1], x.shape[0], &params[0], &ws[0], &layers[0], n,
+                 &kernels[0])
     return layers[n - 1].a_off
 
 
@@ -207,33 +244,102 @@ def model_backward(real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] 
     the same pass (``kernels[code]``: the backward kernel of activation ``code``),
     dW += scale X^T dL/dZ (beta = 1: straight into the flat gradient buffer), and
     dL/dX = dL/dZ W^T for every layer but the first."""
-    cdef Py_ssize_t rows = x.shape[0], l, n = layers.shape[0]
-    cdef Layer L
-    cdef real* g = &grad_out[0, 0]
-    cdef real* inp
-    cdef real* gz
-    cdef real* gx
-    cdef real s = <real>scale
+    cdef Py_ssize_t rows = x.shape[0], n = layers.shape[0]
     _check_plan(layers, rows, x.shape[1], params.shape[0], ws.shape[0], kernels, True)
     _check("grads length", grads.shape[0], params.shape[0])
     _check("grad rows", grad_out.shape[0], rows)
     _check("grad columns", grad_out.shape[1], layers[n - 1].fout)
     with nogil:
-        for l in range(n - 1, -1, -1):
-            L = layers[l]
-            gz = &ws[L.gz_off]
+        _backward(&x[0, 0], rows, &params[0], &grads[0], &ws[0], &grad_out[0, 0],
+                  &layers[0], n, <real>scale, &kernels[0])
+
+
+# ---- the one-call training step -----------------------------------------------------
+# The loss and update-rule kernels' C signatures (kernels/cpu.py: loss_c, step0_c...):
+#   loss(out, target, grad, param, norm, rows, cols) -> the loss kernel's value
+#   step(p, g, s0, s1, s2, h, n): the update over n values; unused state pointers NULL
+ctypedef double (*loss_f)(float*, const void*, float*, float, float, Py_ssize_t,
+                          Py_ssize_t) noexcept nogil
+ctypedef double (*loss_d)(double*, const void*, double*, double, double, Py_ssize_t,
+                          Py_ssize_t) noexcept nogil
+ctypedef void (*step_f)(float*, float*, float*, float*, float*, float*,
+                        Py_ssize_t) noexcept nogil
+ctypedef void (*step_d)(double*, double*, double*, double*, double*, double*,
+                        Py_ssize_t) noexcept nogil
+
+
+def train_step(real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] ws,
+               Layer[::1] layers, const int64_t[::1] forward,
+               const int64_t[::1] backward, int64_t loss, target, real[:, ::1] grad,
+               double param, double norm, double scale, bint zero, int64_t step,
+               tuple state, real[::1] hyper):
+    """One training step in one call, the GIL released throughout: the gradients
+    zeroed (``zero``), the forward pass, the loss kernel at ``loss`` (its value
+    returned, its gradient in ``grad``), the backward pass adding ``scale`` times the
+    parameter gradients, and the update rule at ``step`` (0: none, as for all but the
+    last micro-batch of a batch) over the flat buffers with its ``state`` buffers
+    (a tuple) and its scalars ``hyper``.  The same kernels in the same order as the
+    separate calls (``fill``, ``model_forward``, ``loss``, ``model_backward``,
+    ``optimizer_step``), so the same results bit for bit.  ``target``: a (rows, cols)
+    array of the output's type, or (rows,) int64 class labels (checked in range here:
+    the kernel indexes with them)."""
+    cdef Py_ssize_t rows = x.shape[0], n = layers.shape[0], i, cols, k
+    cdef const real[:, ::1] t2
+    cdef const int64_t[::1] t1
+    cdef const void* tp
+    cdef real* sp[3]
+    cdef real[::1] buf
+    cdef double value
+    _check_plan(layers, rows, x.shape[1], params.shape[0], ws.shape[0], forward, True)
+    _check_plan(layers, rows, x.shape[1], params.shape[0], ws.shape[0], backward, True)
+    _check("grads length", grads.shape[0], params.shape[0])
+    cols = layers[n - 1].fout
+    _check("grad rows", grad.shape[0], rows)
+    _check("grad columns", grad.shape[1], cols)
+    if rows == 0:
+        raise ValueError("a training step needs at least one row")
+    if loss == 0:
+        raise ValueError("no loss kernel")
+    if target.ndim == 1:
+        t1 = target
+        _check("target labels", t1.shape[0], rows)
+        for i in range(rows):
+            if t1[i] < 0 or t1[i] >= cols:
+                raise ValueError(f"target labels must lie in [0, {cols}), got {t1[i]} "
+                                 f"(row {i})")
+        tp = &t1[0]
+    else:
+        t2 = target
+        _check("target rows", t2.shape[0], rows)
+        _check("target columns", t2.shape[1], cols)
+        tp = &t2[0, 0]
+    sp[0] = sp[1] = sp[2] = NULL
+    if len(state) > 3:
+        raise ValueError(f"an update rule has at most 3 state buffers, got {len(state)}")
+    for k in range(len(state)):
+        buf = state[k]
+        _check("state buffer length", buf.shape[0], params.shape[0])
+        sp[k] = &buf[0]
+    if step != 0 and hyper.shape[0] == 0:
+        raise ValueError("no scalars for the update rule")
+    with nogil:
+        if zero:
+            memset(&grads[0], 0, grads.shape[0] * sizeof(real))
+        _forward(&x[0, 0], x.shape[1], rows, &params[0], &ws[0], &layers[0], n,
+                 &forward[0])
+        if real is float:
+            value = (<loss_f><void*>loss)(&ws[layers[n - 1].a_off], tp, &grad[0, 0],
+                                          <float>param, <float>norm, rows, cols)
+        else:
+            value = (<loss_d><void*>loss)(&ws[layers[n - 1].a_off], tp, &grad[0, 0],
+                                          param, norm, rows, cols)
+        _backward(&x[0, 0], rows, &params[0], &grads[0], &ws[0], &grad[0, 0],
+                  &layers[0], n, <real>scale, &backward[0])
+        if step != 0:
             if real is float:
-                (<backward_f><void*>kernels[L.act])(&ws[L.z_off], &ws[L.a_off], g, gz,
-                                                    &grads[L.b_off], s, rows, L.fout)
+                (<step_f><void*>step)(&params[0], &grads[0], sp[0], sp[1], sp[2],
+                                      &hyper[0], params.shape[0])
             else:
-                (<backward_d><void*>kernels[L.act])(&ws[L.z_off], &ws[L.a_off], g, gz,
-                                                    &grads[L.b_off], s, rows, L.fout)
-            inp = &x[0, 0] if l == 0 else &ws[layers[l - 1].a_off]
-            _gemm(True, False, <int>L.fin, <int>L.fout, <int>rows, s, inp, <int>L.fin,
-                  gz, <int>L.fout, <real>1.0, &grads[L.w_off], <int>L.fout)
-            if l > 0:
-                gx = &ws[L.gx_off]
-                _gemm(False, True, <int>rows, <int>L.fin, <int>L.fout, <real>1.0, gz,
-                      <int>L.fout, &params[L.w_off], <int>L.fout, <real>0.0, gx,
-                      <int>L.fin)
-                g = gx
+                (<step_d><void*>step)(&params[0], &grads[0], sp[0], sp[1], sp[2],
+                                      &hyper[0], params.shape[0])
+    return value

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _numba_setup  # noqa: F401 (first: it imports numba, Ctrl-C deferred)
 from numba import carray, cfunc, njit, prange  # noqa: E402
+from numba.np.unsafe.ndarray import to_fixed_tuple  # noqa: E402
 from numba import types as nbtypes
 
 from . import loops, specs
@@ -247,6 +248,52 @@ def backward_c(z, a, grad_a, grad_z, grad_b, scale, rows, cols):
            carray(grad_z, shape), carray(grad_b, cols), scale)
 
 
+# The loss and update-rule kernels as C functions, for the one-call training step
+# (``_dense.train_step``).  A loss: (out, target, grad, param, norm, rows, cols) -> the
+# kernel's value; the target is a (rows, cols) array of the output's type, or (rows,)
+# integer labels.  An update rule: (p, g, s0, s1, s2, h, n) with the state buffers the
+# rule has (the rest NULL, never read) and ``h`` its scalars in the rule's field order,
+# rebuilt here as the named tuple the formula reads (NFIELDS: their number).
+def loss_c(out, target, grad, param, norm, rows, cols):
+    shape = (rows, cols)
+    return kernel(carray(out, shape), carray(target, shape), carray(grad, shape),
+                  param, norm)
+
+
+def loss_labels_c(out, target, grad, param, norm, rows, cols):
+    shape = (rows, cols)
+    return kernel(carray(out, shape), carray(target, rows), carray(grad, shape),
+                  param, norm)
+
+
+scalars = Slot("scalars", "an update rule's named tuple of scalars (kernels.specs)")
+NFIELDS = Slot("NFIELDS", "the number of fields of ``scalars``")
+
+
+def step0_c(p, g, s0, s1, s2, h, n):
+    hv = scalars(*to_fixed_tuple(carray(h, NFIELDS), NFIELDS))
+    kernel(carray(p, n), carray(g, n), hv)
+
+
+def step1_c(p, g, s0, s1, s2, h, n):
+    hv = scalars(*to_fixed_tuple(carray(h, NFIELDS), NFIELDS))
+    kernel(carray(p, n), carray(g, n), carray(s0, n), hv)
+
+
+def step2_c(p, g, s0, s1, s2, h, n):
+    hv = scalars(*to_fixed_tuple(carray(h, NFIELDS), NFIELDS))
+    kernel(carray(p, n), carray(g, n), carray(s0, n), carray(s1, n), hv)
+
+
+def step3_c(p, g, s0, s1, s2, h, n):
+    hv = scalars(*to_fixed_tuple(carray(h, NFIELDS), NFIELDS))
+    kernel(carray(p, n), carray(g, n), carray(s0, n), carray(s1, n), carray(s2, n), hv)
+
+
+#: The C wrapper of an update rule with ``k`` state buffers (as loops.OPTIMIZER_STEPS).
+STEP_WRAPPERS = (step0_c, step1_c, step2_c, step3_c)
+
+
 # Gradient norms (for clipping): accumulated in float64 whatever the buffer's type.
 @njit(fastmath=_SUM_MATH, **_OPTS)
 def sum_squares(x):
@@ -361,11 +408,21 @@ def optimizer_step(name, dtype, parallel):
                       f=getattr(formulas(dt), name))
 
 
-def _cfunc_target(direction, dt, parallel):
+def _signature(kind, dt):
+    """The C signature of the wrapper ``kind`` for the float type ``dt``."""
     F = nbtypes.float32 if dt == np.float32 else nbtypes.float64
     P, n = nbtypes.CPointer(F), nbtypes.intp
-    sig = (nbtypes.void(P, P, n, n) if direction == "forward" else
-           nbtypes.void(P, P, P, P, P, F, n, n))
+    return {
+        "forward": nbtypes.void(P, P, n, n),
+        "backward": nbtypes.void(P, P, P, P, P, F, n, n),
+        "loss": nbtypes.float64(P, P, P, F, F, n, n),
+        "loss_labels": nbtypes.float64(P, nbtypes.CPointer(n), P, F, F, n, n),
+        "step": nbtypes.void(P, P, P, P, P, P, n),
+    }[kind]
+
+
+def _cfunc_target(kind, dt, parallel):
+    sig = _signature(kind, dt)
     opts = dict(cache=_OPTS["cache"], error_model="numpy")
 
     def compile(fn):
@@ -380,8 +437,7 @@ def _cfunc_target(direction, dt, parallel):
         if c.cache_hits == 0:           # numba compiled it now (no event for cfuncs)
             _numba_setup.compiled(fn.__module__)
         return c
-    return Target(f"cfunc_{direction}_{dt.name}_{'par' if parallel else 'ser'}",
-                  compile)
+    return Target(f"cfunc_{kind}_{dt.name}_{'par' if parallel else 'ser'}", compile)
 
 
 _pointers = {}
@@ -408,3 +464,25 @@ def activation_pointers(direction, dtype, parallel, names):
                            _tag(name, dt, parallel), kernel=array_kernel)
             table[code] = c.address
     return table
+
+
+@_memo
+def loss_pointer(name, dtype, parallel):
+    """The address of the loss kernel ``name`` as a C function (see :func:`loss_c`)."""
+    dt = np.dtype(dtype)
+    labels = specs.LOSS_KERNELS[name].target == "labels"
+    wrapper, kind = (loss_labels_c, "loss_labels") if labels else (loss_c, "loss")
+    return specialise(wrapper, _cfunc_target(kind, dt, parallel),
+                      _tag(name, dt, parallel),
+                      kernel=loss(name, dt, parallel)).address
+
+
+@_memo
+def step_pointer(name, dtype, parallel):
+    """The address of the update rule ``name``'s step as a C function (see
+    :func:`step0_c`)."""
+    dt = np.dtype(dtype)
+    rule = specs.UPDATE_RULES[name]
+    return specialise(STEP_WRAPPERS[len(rule.state)], _cfunc_target("step", dt, parallel),
+                      _tag(name, dt, parallel), kernel=optimizer_step(name, dt, parallel),
+                      scalars=rule.scalars, NFIELDS=len(rule.scalars._fields)).address

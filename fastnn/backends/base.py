@@ -20,6 +20,12 @@ from ..kernels import specs
 
 class Backend:
     name = None
+    #: whether :meth:`train_step` is one compiled call (checking class labels itself),
+    #: which ``Sequential.train_step`` and ``fit`` then use; elsewhere they make the
+    #: separate calls (the default here is their composition; its loss call returns
+    #: the value to the host, a device sync per step that ``fit`` avoids on the cuda
+    #: backend by accumulating there)
+    one_call_step = False
 
     # -- arrays --------------------------------------------------------------------
     def empty(self, shape, dtype):
@@ -116,6 +122,30 @@ class Backend:
     def scale(self, buf, factor):
         """buf *= factor, in place."""
         raise NotImplementedError
+
+    # -- the training step -----------------------------------------------------------
+    def train_step(self, plan, x, kernel, target, grad, param, norm, scale, zero, rule,
+                   state, hyper):
+        """One training step over ``plan``'s model, returning the loss kernel's value
+        (as :meth:`loss`): the gradients zeroed if ``zero``, :meth:`model_forward` of
+        ``x``, the loss kernel ``kernel`` (gradient into ``grad``),
+        :meth:`model_backward` adding ``scale`` times the gradients, and, unless
+        ``rule`` is None, :meth:`optimizer_step` of ``rule`` with ``state`` and
+        ``hyper`` (here the rule's named tuple of Python floats, converted to the
+        model's dtype as the step's are).  This default makes those calls; a backend
+        with ``one_call_step`` runs them as one compiled call (the same kernels in the
+        same order: the same results, bit for bit), which also checks that class
+        labels lie in range before it changes anything."""
+        model = plan.model
+        if zero:
+            self.fill(model.flat_grads, 0)
+        out = self.model_forward(plan, x)
+        value = self.loss(kernel, out, target, grad, param, norm)
+        self.model_backward(plan, x, grad, scale)
+        if rule is not None:
+            hyper = hyper._make(map(model.dtype.type, hyper))
+            self.optimizer_step(rule, model.flat_params, model.flat_grads, state, hyper)
+        return value
 
     # -- data plumbing (defaults: arrays are NumPy arrays on the host) -----------------
     def is_array(self, x):

@@ -3,6 +3,8 @@ numba kernels for the rest.
 
 Kernels are compiled on first use per (name, dtype, mode) and cached on disk by numba,
 so a model only ever compiles what it uses."""
+import numpy as np
+
 from .. import threads
 from ..kernels import _dense, cpu as K
 from .numpy_backend import NumpyBackend
@@ -11,11 +13,14 @@ from .numpy_backend import NumpyBackend
 # only now (threadpoolctl limits the libraries already loaded).
 threads.blas_loaded()
 
+_NO_SCALARS = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
+
 
 class CpuBackend(NumpyBackend):
     """Arrays are NumPy arrays (so ``empty``/``from_numpy``/``to_numpy``/``copy``/
     ``fill`` are the reference's); every computing method is compiled."""
     name = "cpu"
+    one_call_step = True
 
     def dense_forward(self, x, w, b, z):
         _dense.dense_forward(x, w, b, z)
@@ -45,6 +50,26 @@ class CpuBackend(NumpyBackend):
         model = plan.model
         _dense.model_backward(x, model.flat_params, model.flat_grads, plan.workspace,
                               grad, plan.layers, scale, kernels)
+
+    def train_step(self, plan, x, kernel, target, grad, param, norm, scale, zero, rule,
+                   state, hyper):
+        # One Cython call: every kernel is the one the separate calls would pick (the
+        # same serial/parallel choice by the same sizes), as a C function pointer.
+        model, dt = plan.model, x.dtype
+        parallel = threads.use_parallel(plan.workspace.size)
+        forward = K.activation_pointers("forward", dt, parallel, plan.activations)
+        backward = K.activation_pointers("backward", dt, parallel, plan.activations)
+        loss = K.loss_pointer(kernel, dt, threads.use_parallel(grad.size))
+        params, grads = model.flat_params, model.flat_grads
+        # (the call checks the state buffers' lengths, and the labels' range)
+        if rule is None:
+            step, h = 0, _NO_SCALARS[dt]
+        else:
+            step = K.step_pointer(rule, dt, threads.use_parallel(params.size))
+            h = np.array(hyper, dt)
+        return _dense.train_step(x, params, grads, plan.workspace, plan.layers, forward,
+                                 backward, loss, target, grad, param, norm, scale, zero,
+                                 step, state, h)
 
     def loss(self, name, out, target, grad, param, norm):
         F = out.dtype.type

@@ -14,7 +14,7 @@ import numbers
 import numpy as np
 
 from .. import _checks
-from ..losses import get_loss
+from ..losses import get_loss, target_kernel
 from ..optim import (OPTIMIZERS, LRScheduler, clip_args, clip_factor, deferred_interrupts,
                      get_optimizer)
 from ..optim import _critical as critical
@@ -24,7 +24,7 @@ from .data import Gather, features, validation
 from .metrics import accuracy_rule, measure
 
 
-def _loss_for(model, loss):
+def loss_for(model, loss):
     """The fit's loss: ``loss`` (an instance or a name), else the model's own."""
     if loss is None:
         loss = model.loss
@@ -40,7 +40,7 @@ def _loss_for(model, loss):
     return loss_fn
 
 
-def _optimizer_for(model, optimizer):
+def optimizer_for(model, optimizer):
     """The fit's optimizer: an instance of this model's; a name, which continues the
     model's own optimizer when that is one of this kind (after a fit, or a load:
     training resumes with its state), else makes a new one with PyTorch's defaults;
@@ -64,8 +64,8 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
         scheduler_interval="epoch", callbacks=(), progress=True):
     """Train ``model`` on (X, y); see :meth:`fastnn.Sequential.fit`."""
     # Everything is checked before the model changes.
-    loss_fn = _loss_for(model, loss)
-    opt = _optimizer_for(model, optimizer)
+    loss_fn = loss_for(model, loss)
+    opt = optimizer_for(model, optimizer)
     epochs = _checks.positive_int(epochs, "epochs")
     batch_size = _checks.positive_int(batch_size, "batch_size")
     if micro_batch_size is None:
@@ -126,6 +126,14 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
     if X_val is not None:
         X_val, val_target = b.dataset(X_val, val_target)
     gather = Gather(b, Xd, Td)
+    # One compiled call per micro-batch (forward, loss, backward; with the update in
+    # the batch's last one) where the backend has it and nothing must happen between
+    # the passes; else the separate calls.  The same kernels either way: the same
+    # weights, bit for bit (tests/api/test_train_step.py).
+    one_call = model._one_call(loss_fn, opt)
+    kernel = target_kernel(loss_fn, Td) if one_call else None
+    step_inside = one_call and clip_grad_norm is None and not (
+        scheduler is not None and scheduler_interval == "batch")
     bar = Progress(progress, epochs, -(-n // batch_size))
     # Ctrl-C lands between steps, never inside one (optim.deferred_interrupts); a
     # bar cut short by an exception is closed (Progress.__exit__).
@@ -139,26 +147,38 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 rows = stop - start                   # the batch's true size
-                opt.zero_grad()
+                if not one_call:
+                    opt.zero_grad()
                 for lo in range(start, stop, micro_batch_size):
                     hi = min(lo + micro_batch_size, stop)
                     if shuffle:
                         xb, yb = gather(lo, hi)
                     else:
                         xb, yb = Xd[lo:hi], Td[lo:hi]
-                    out = model.forward(xb, copy=False)      # fit's zero-copy path
-                    counted += loss_fn.accumulate(b, out, yb, sums, hi - lo, accuracy)
-                    model.backward(loss_fn.backward(), scale=(hi - lo) / rows)
-                factor = None
-                if clip_grad_norm is not None:
-                    _, factor = clip_factor(model, clip_grad_norm, norm_type, False,
-                                           opt._spans)
-                if scheduler is not None and scheduler_interval == "batch":
-                    with critical():          # the step and its lr change: together
+                    if one_call:
+                        plan, xb = model._staged(xb)
+                        step = opt if step_inside and hi == stop else None
+                        sums[0] += (hi - lo) * model._step_call(
+                            plan, xb, kernel, b.stage(yb, loss_fn, "target"), loss_fn,
+                            (hi - lo) / rows, lo == start, step)
+                        if accuracy is not None:
+                            counted += b.count_correct(accuracy, plan.a[-1], yb, sums, 1)
+                    else:
+                        out = model.forward(xb, copy=False)  # fit's zero-copy path
+                        counted += loss_fn.accumulate(b, out, yb, sums, hi - lo,
+                                                      accuracy)
+                        model.backward(loss_fn.backward(), scale=(hi - lo) / rows)
+                if not step_inside:
+                    factor = None
+                    if clip_grad_norm is not None:
+                        _, factor = clip_factor(model, clip_grad_norm, norm_type, False,
+                                               opt._spans)
+                    if scheduler is not None and scheduler_interval == "batch":
+                        with critical():      # the step and its lr change: together
+                            opt.step_scaled(1.0 if factor is None else factor)
+                            scheduler.step()
+                    else:
                         opt.step_scaled(1.0 if factor is None else factor)
-                        scheduler.step()
-                else:
-                    opt.step_scaled(1.0 if factor is None else factor)
                 # the epoch's running mean, read only when the bar is redrawn
                 bar.batch_done(rows, lambda: float(b.to_numpy(sums)[0]) / stop)
             bar.training_done()

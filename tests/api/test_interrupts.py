@@ -40,16 +40,28 @@ def model():
 
 def interrupt_after_kernel(monkeypatch, backend, on_call):
     """Make the on_call-th optimizer kernel raise SIGINT right after it returns (so
-    the Python handler runs before the optimizer's next statement)."""
-    real = backend.optimizer_step
+    the Python handler runs before the optimizer's next statement): the update
+    kernel, or the one-call training step that ends with one (``fit`` on the cpu
+    backend)."""
+    real_step, real_train = backend.optimizer_step, backend.train_step
     calls = [0]
 
+    def after(updated):
+        if updated:
+            calls[0] += 1
+            if calls[0] == on_call:
+                signal.raise_signal(signal.SIGINT)
+
     def step(*args):
-        real(*args)
-        calls[0] += 1
-        if calls[0] == on_call:
-            signal.raise_signal(signal.SIGINT)
+        real_step(*args)
+        after(True)
+
+    def train_step(*args):
+        value = real_train(*args)
+        after(args[-3] is not None)          # (rule: None when no update ran)
+        return value
     monkeypatch.setattr(backend, "optimizer_step", step)
+    monkeypatch.setattr(backend, "train_step", train_step)
     return calls
 
 

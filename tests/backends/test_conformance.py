@@ -29,7 +29,7 @@ def test_the_interface_is_what_the_design_says():
                "dense_forward", "dense_backward", "activation_forward",
                "activation_backward", "loss", "optimizer_step", "vector_norm",
                "synchronize"}
-    passes = {"model_forward", "model_backward"}
+    passes = {"model_forward", "model_backward", "train_step"}
     plumbing = {"is_array", "batch", "stage", "dataset", "gather", "sums", "loss_sum",
                 "count_correct", "aliases", "check_step_buffers"}
     assert names == kernels | passes | plumbing
