@@ -13,7 +13,9 @@ environment inherited, ``FASTNN_QUIET`` unset so the first-run message can be se
   ``opt.step()``):
 
   - ``small``: 64-128-10 (relu hidden, linear output), SGD (lr 0.1), batch 32;
-  - ``mlp``: 784-512-256-10 (relu hidden), Adam (lr 1e-3), batch 128.
+  - ``mlp``: 784-512-256-10 (relu hidden), Adam (lr 1e-3), batch 128;
+  - ``small-train_step``: ``small`` with the step as one ``model.train_step`` call
+    (what ``fit`` runs).
 
   Each configuration runs twice over: ``first run`` with an empty cache (a fresh
   temporary ``NUMBA_CACHE_DIR`` per repeat, so every kernel the step needs is compiled
@@ -44,6 +46,10 @@ CONFIGS = {
     "small": dict(sizes=(64, 128, 10), optimizer="SGD", opt_args="lr=0.1", batch=32),
     "mlp": dict(sizes=(784, 512, 256, 10), optimizer="Adam", opt_args="lr=1e-3",
                 batch=128),
+    # the same step as one model.train_step call (what fit runs): its own compiled
+    # wrappers of the loss and the update rule
+    "small-train_step": dict(sizes=(64, 128, 10), optimizer="SGD", opt_args="lr=0.1",
+                             batch=32, one_call=True),
 }
 
 _CLOCK = "import time; _t0 = time.perf_counter()\n"
@@ -55,8 +61,9 @@ IMPORT_ONLY = (_CLOCK + "import fastnn\n"
                "_times['inproc_s'] = _times['import_s']\n" + _REPORT)
 
 
-def step_code(sizes, optimizer, opt_args, batch):
-    """The ``-c`` code for one configuration: import, build, one training step."""
+def step_code(sizes, optimizer, opt_args, batch, one_call=False):
+    """The ``-c`` code for one configuration: import, build, one training step (the
+    five calls, or ``one_call``: ``model.train_step``)."""
     layers = ", ".join(
         f"fn.Dense({a}, {b}"
         + (", activation='relu')" if i < len(sizes) - 2 else ")")
@@ -72,12 +79,13 @@ def step_code(sizes, optimizer, opt_args, batch):
             f"xb = rng.standard_normal(({batch}, {sizes[0]})).astype(np.float32)\n"
             f"yb = rng.integers(0, {sizes[-1]}, {batch})\n"
             "_t2 = time.perf_counter()\n"
-            "opt.zero_grad()\n"
-            "out = model.forward(xb)\n"
-            "loss = loss_fn.forward(out, yb)\n"
-            "model.backward(loss_fn.backward(), scale=1.0)\n"
-            "opt.step()\n"
-            "_t3 = time.perf_counter()\n"
+            + ("loss = model.train_step(xb, yb, loss_fn, opt)\n" if one_call else
+               "opt.zero_grad()\n"
+               "out = model.forward(xb)\n"
+               "loss = loss_fn.forward(out, yb)\n"
+               "model.backward(loss_fn.backward(), scale=1.0)\n"
+               "opt.step()\n")
+            + "_t3 = time.perf_counter()\n"
             "assert np.isfinite(loss), loss\n"
             "_times = dict(import_s=_t1 - _t0, build_s=_t2 - _t1, step_s=_t3 - _t2,\n"
             "              inproc_s=_t3 - _t0)\n" + _REPORT)
@@ -159,11 +167,12 @@ def print_table(results, repeats):
     heads = ("wall", "in-process", "import", "build", "step")
     print(f"cold start, seconds: median (min..max) of {repeats} fresh subprocesses; "
           f"python {sys.version.split()[0]}")
-    print(f"{'':20}" + "".join(f" {h:>21}" for h in heads) + "   msg")
+    width = max(len(name) for name in results)
+    print(f"{'':{width}}" + "".join(f" {h:>21}" for h in heads) + "   msg")
     for name, res in results.items():
         row = "".join(f" {_fmt(res.get(c), repeats):>21}" for c in cols)
         msg = f"{res['message']}/{res['runs']}"
-        print(f"{name:20}{row}   {msg}")
+        print(f"{name:{width}}{row}   {msg}")
     print("msg: runs that printed fastnn's 'compiling kernels' message (stderr).")
 
 

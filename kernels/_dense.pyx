@@ -272,13 +272,15 @@ def train_step(real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] ws,
                Layer[::1] layers, const int64_t[::1] forward,
                const int64_t[::1] backward, int64_t loss, target, real[:, ::1] grad,
                double param, double norm, double scale, bint zero, int64_t step,
-               tuple state, real[::1] hyper):
+               tuple state, hyper):
     """One training step in one call, the GIL released throughout: the gradients
     zeroed (``zero``), the forward pass, the loss kernel at ``loss`` (its value
     returned, its gradient in ``grad``), the backward pass adding ``scale`` times the
     parameter gradients, and the update rule at ``step`` (0: none, as for all but the
     last micro-batch of a batch) over the flat buffers with its ``state`` buffers
-    (a tuple) and its scalars ``hyper``.  The same kernels in the same order as the
+    (a tuple) and its scalars ``hyper`` (a sequence of numbers, at most 16: the
+    rule's named tuple, converted here to the float type as NumPy would).  The same
+    kernels in the same order as the
     separate calls (``fill``, ``model_forward``, ``loss``, ``model_backward``,
     ``optimizer_step``), so the same results bit for bit.  ``target``: a (rows, cols)
     array of the output's type, or (rows,) int64 class labels (checked in range here:
@@ -289,6 +291,7 @@ def train_step(real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] ws,
     cdef const void* tp
     cdef real* sp[3]
     cdef real[::1] buf
+    cdef real h[16]
     cdef double value
     _check_plan(layers, rows, x.shape[1], params.shape[0], ws.shape[0], forward, True)
     _check_plan(layers, rows, x.shape[1], params.shape[0], ws.shape[0], backward, True)
@@ -320,8 +323,11 @@ def train_step(real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] ws,
         buf = state[k]
         _check("state buffer length", buf.shape[0], params.shape[0])
         sp[k] = &buf[0]
-    if step != 0 and hyper.shape[0] == 0:
-        raise ValueError("no scalars for the update rule")
+    if step != 0:
+        if not 0 < len(hyper) <= 16:
+            raise ValueError(f"an update rule needs 1 to 16 scalars, got {len(hyper)}")
+        for k in range(len(hyper)):
+            h[k] = <real><double>hyper[k]
     with nogil:
         if zero:
             memset(&grads[0], 0, grads.shape[0] * sizeof(real))
@@ -338,8 +344,8 @@ def train_step(real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] ws,
         if step != 0:
             if real is float:
                 (<step_f><void*>step)(&params[0], &grads[0], sp[0], sp[1], sp[2],
-                                      &hyper[0], params.shape[0])
+                                      h, params.shape[0])
             else:
                 (<step_d><void*>step)(&params[0], &grads[0], sp[0], sp[1], sp[2],
-                                      &hyper[0], params.shape[0])
+                                      h, params.shape[0])
     return value

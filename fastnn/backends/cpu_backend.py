@@ -3,8 +3,6 @@ numba kernels for the rest.
 
 Kernels are compiled on first use per (name, dtype, mode) and cached on disk by numba,
 so a model only ever compiles what it uses."""
-import numpy as np
-
 from .. import threads
 from ..kernels import _dense, cpu as K
 from .numpy_backend import NumpyBackend
@@ -12,8 +10,6 @@ from .numpy_backend import NumpyBackend
 # _dense has just loaded scipy's OpenBLAS: a thread count chosen before that reaches it
 # only now (threadpoolctl limits the libraries already loaded).
 threads.blas_loaded()
-
-_NO_SCALARS = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 
 
 class CpuBackend(NumpyBackend):
@@ -61,15 +57,13 @@ class CpuBackend(NumpyBackend):
         backward = K.activation_pointers("backward", dt, parallel, plan.activations)
         loss = K.loss_pointer(kernel, dt, threads.use_parallel(grad.size))
         params, grads = model.flat_params, model.flat_grads
-        # (the call checks the state buffers' lengths, and the labels' range)
-        if rule is None:
-            step, h = 0, _NO_SCALARS[dt]
-        else:
-            step = K.step_pointer(rule, dt, threads.use_parallel(params.size))
-            h = np.array(hyper, dt)
+        # (the call checks the state buffers' lengths and the labels' range, and
+        # converts the scalars to the float type)
+        step = 0 if rule is None else K.step_pointer(rule, dt,
+                                                     threads.use_parallel(params.size))
         return _dense.train_step(x, params, grads, plan.workspace, plan.layers, forward,
                                  backward, loss, target, grad, param, norm, scale, zero,
-                                 step, state, h)
+                                 step, state, hyper)
 
     def loss(self, name, out, target, grad, param, norm):
         F = out.dtype.type
