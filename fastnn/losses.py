@@ -239,7 +239,8 @@ class Loss:
         out = b.batch(output, "output", dtype)
         if not self._fused:
             return self._forward_numpy(b, out, self._host_target(b, target, out.shape))
-        kernel, target = self.staged_target(b, target, tuple(out.shape), out.dtype)
+        kernel, target = self.staged_target(b, target, tuple(out.shape), out.dtype,
+                                            not b.checks_labels)
         out = b.stage(out, self, "output")
         self._check_output(b, out)
         grad = self._grad_buffer(b, out)
@@ -260,8 +261,9 @@ class Loss:
         """For a fused loss and outputs of ``shape`` and ``dtype`` on ``backend``:
         (kernel name, target) with the target checked (:meth:`check_target`) and
         where ``backend``'s kernels read it.  ``ranged=False`` leaves the range of
-        class labels to the caller's kernel (the cpu one-call step checks them before
-        it changes anything; 1.3 us of NumPy reductions per step here)."""
+        class labels to the backend (one whose ``checks_labels``: the cpu backend's
+        kernels check them before they write anything; 1.3 us of NumPy reductions per
+        call here)."""
         target = self._host_target(backend, target, shape)
         if not ranged and self.spec.target == "labels" and getattr(target, "ndim",
                                                                    None) == 1:

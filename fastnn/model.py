@@ -212,8 +212,9 @@ class Sequential:
         if grad.shape[0] != batch:
             raise ValueError(f"grad must have shape ({batch}, {self.out_features}) like "
                              f"the last forward's output, got {tuple(grad.shape)}")
-        scale = _checks.representable(_checks.real_number(scale, "scale"), self.dtype,
-                                      "scale")
+        if scale.__class__ is not float or scale != 1.0:     # (1.0 needs no check)
+            scale = _checks.representable(_checks.real_number(scale, "scale"),
+                                          self.dtype, "scale")
         grad = self._private(grad, "grad", plan)
         self.backend.model_backward(plan, x, grad, scale)
 
@@ -263,10 +264,9 @@ class Sequential:
             self.backward(loss_fn.backward())
             opt.step()
         else:
-            # (labels are range-checked inside the compiled call, before any change)
-            kernel, target = loss_fn.staged_target(self.backend, y,
-                                                   (rows, self.out_features), self.dtype,
-                                                   ranged=False)
+            b = self.backend        # (a backend that checks labels in its own call)
+            kernel, target = loss_fn.staged_target(b, y, (rows, self.out_features),
+                                                   self.dtype, not b.checks_labels)
             value = self._step_call(plan, x, kernel, target, loss_fn, 1.0, True, opt)
         self.optimizer, self.loss = opt, loss_fn
         return value

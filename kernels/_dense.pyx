@@ -268,6 +268,92 @@ ctypedef void (*step_d)(double*, double*, double*, double*, double*, double*,
                         Py_ssize_t) noexcept nogil
 
 
+cdef int _step_args(Py_ssize_t n, tuple state, hyper, real** sp, real* h) except -1:
+    """An update rule's state buffers (each of ``n`` values) as pointers (unused: NULL)
+    and its scalars (at most 16) converted to the float type as NumPy would."""
+    cdef Py_ssize_t k
+    cdef real[::1] buf
+    sp[0] = sp[1] = sp[2] = NULL
+    if len(state) > 3:
+        raise ValueError(f"an update rule has at most 3 state buffers, got {len(state)}")
+    for k in range(len(state)):
+        buf = state[k]
+        _check("state buffer length", buf.shape[0], n)
+        sp[k] = &buf[0]
+    if not 0 < len(hyper) <= 16:
+        raise ValueError(f"an update rule needs 1 to 16 scalars, got {len(hyper)}")
+    for k in range(len(hyper)):
+        h[k] = <real><double>hyper[k]
+    return 0
+
+
+def loss(int64_t kernel, real[:, ::1] out, target, real[:, ::1] grad, double param,
+         double norm):
+    """The loss kernel at ``kernel`` (a C function: see ``train_step``) on ``out``
+    against ``target`` (as for ``train_step``; labels range-checked here), gradient into
+    ``grad``; returns its value.  A C call: no numba dispatch per call."""
+    cdef Py_ssize_t rows = out.shape[0], cols = out.shape[1]
+    cdef const void* tp = _target(target, rows, cols, <real*>NULL)
+    cdef double value
+    _check("grad rows", grad.shape[0], rows)
+    _check("grad columns", grad.shape[1], cols)
+    if kernel == 0:
+        raise ValueError("no loss kernel")
+    if rows == 0:
+        raise ValueError("a loss needs at least one row")
+    with nogil:
+        if real is float:
+            value = (<loss_f><void*>kernel)(&out[0, 0], tp, &grad[0, 0], <float>param,
+                                            <float>norm, rows, cols)
+        else:
+            value = (<loss_d><void*>kernel)(&out[0, 0], tp, &grad[0, 0], param, norm,
+                                            rows, cols)
+    return value
+
+
+def optimizer_step(int64_t kernel, real[::1] params, real[::1] grads, tuple state,
+                   hyper):
+    """The update rule's step at ``kernel`` (a C function: see ``train_step``) over the
+    flat buffers, with its ``state`` buffers and scalars ``hyper``.  A C call: no numba
+    dispatch per call."""
+    cdef real* sp[3]
+    cdef real h[16]
+    _check("grads length", grads.shape[0], params.shape[0])
+    if kernel == 0:
+        raise ValueError("no update-rule kernel")
+    _step_args(params.shape[0], state, hyper, sp, h)
+    if params.shape[0] == 0:
+        return
+    with nogil:
+        if real is float:
+            (<step_f><void*>kernel)(&params[0], &grads[0], sp[0], sp[1], sp[2], h,
+                                    params.shape[0])
+        else:
+            (<step_d><void*>kernel)(&params[0], &grads[0], sp[0], sp[1], sp[2], h,
+                                    params.shape[0])
+
+
+cdef const void* _target(target, Py_ssize_t rows, Py_ssize_t cols, real* kind) except NULL:
+    """A loss target's data: (rows,) int64 class labels, each checked in [0, cols) (the
+    kernel indexes with them), or a (rows, cols) array of the float type.  (``kind``
+    only selects the float type.)"""
+    cdef const real[:, ::1] t2
+    cdef const int64_t[::1] t1
+    cdef Py_ssize_t i
+    if target.ndim == 1:
+        t1 = target
+        _check("target labels", t1.shape[0], rows)
+        for i in range(rows):
+            if t1[i] < 0 or t1[i] >= cols:
+                raise ValueError(f"target labels must lie in [0, {cols}), got {t1[i]} "
+                                 f"(row {i})")
+        return &t1[0]
+    t2 = target
+    _check("target rows", t2.shape[0], rows)
+    _check("target columns", t2.shape[1], cols)
+    return &t2[0, 0]
+
+
 def train_step(real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] ws,
                Layer[::1] layers, const int64_t[::1] forward,
                const int64_t[::1] backward, int64_t loss, target, real[:, ::1] grad,
@@ -285,12 +371,9 @@ def train_step(real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] ws,
     ``optimizer_step``), so the same results bit for bit.  ``target``: a (rows, cols)
     array of the output's type, or (rows,) int64 class labels (checked in range here:
     the kernel indexes with them)."""
-    cdef Py_ssize_t rows = x.shape[0], n = layers.shape[0], i, cols, k
-    cdef const real[:, ::1] t2
-    cdef const int64_t[::1] t1
+    cdef Py_ssize_t rows = x.shape[0], n = layers.shape[0], cols
     cdef const void* tp
     cdef real* sp[3]
-    cdef real[::1] buf
     cdef real h[16]
     cdef double value
     _check_plan(layers, rows, x.shape[1], params.shape[0], ws.shape[0], forward, True)
@@ -303,31 +386,9 @@ def train_step(real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] ws,
         raise ValueError("a training step needs at least one row")
     if loss == 0:
         raise ValueError("no loss kernel")
-    if target.ndim == 1:
-        t1 = target
-        _check("target labels", t1.shape[0], rows)
-        for i in range(rows):
-            if t1[i] < 0 or t1[i] >= cols:
-                raise ValueError(f"target labels must lie in [0, {cols}), got {t1[i]} "
-                                 f"(row {i})")
-        tp = &t1[0]
-    else:
-        t2 = target
-        _check("target rows", t2.shape[0], rows)
-        _check("target columns", t2.shape[1], cols)
-        tp = &t2[0, 0]
-    sp[0] = sp[1] = sp[2] = NULL
-    if len(state) > 3:
-        raise ValueError(f"an update rule has at most 3 state buffers, got {len(state)}")
-    for k in range(len(state)):
-        buf = state[k]
-        _check("state buffer length", buf.shape[0], params.shape[0])
-        sp[k] = &buf[0]
+    tp = _target(target, rows, cols, <real*>NULL)
     if step != 0:
-        if not 0 < len(hyper) <= 16:
-            raise ValueError(f"an update rule needs 1 to 16 scalars, got {len(hyper)}")
-        for k in range(len(hyper)):
-            h[k] = <real><double>hyper[k]
+        _step_args(params.shape[0], state, hyper, sp, h)
     with nogil:
         if zero:
             memset(&grads[0], 0, grads.shape[0] * sizeof(real))
