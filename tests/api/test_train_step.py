@@ -325,3 +325,20 @@ def test_the_compiled_call_is_the_interface_default_composition(dtype, kernel, r
         runs.append((values, _state(m, opt, loss)))
     assert runs[0][0] == runs[1][0]
     _assert_same(runs[0][1], runs[1][1])
+
+
+@pytest.mark.parametrize("label", [5, -1, 2 ** 40])
+def test_cpu_loss_checks_labels_before_writing(label, rng):
+    # the cpu backend range-checks class labels in C (checks_labels), so the loss
+    # skips its NumPy min/max: an out-of-range label is still refused, naming it,
+    # and the gradient buffer is not written
+    be = fn.get_backend("cpu")
+    out = rand(rng, (4, 5), np.float32)
+    grad = np.full((4, 5), np.nan, np.float32)
+    y = np.array([0, 1, label, 2], np.intp)
+    with pytest.raises(ValueError, match=rf"target labels must lie in \[0, 5\), got "
+                                         rf"{label} \(row 2\)"):
+        be.loss("cross_entropy", out, y, grad, 0.0, 0.25)
+    assert np.isnan(grad).all()
+    with pytest.raises(ValueError, match=r"target labels must lie in \[0, 5\)"):
+        fn.CrossEntropyLoss()(out, y)
