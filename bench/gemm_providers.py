@@ -14,9 +14,11 @@ C pointer, so no Python call is timed):
 
 For every step of :data:`STEPS` and every GEMM of the step (``_shared.step_gemms``:
 forward, grad_w with its input transposed, grad_x with the weight transposed), each
-provider runs ``calls`` GEMMs per timed call; the providers take turns within each of
-``--repeats`` rounds, and each round records the CPU time other processes used
-(``_busy.Busy``).  Printed: per step and thread count, each provider's median time of
+provider runs enough GEMMs per timed call to last ~20 ms.  Each provider runs in a
+process of its own (several OpenBLAS pools in one process fight: with two threads each,
+alternating three libraries in one process made the 784-512-256-10 B=32 GEMMs 2-55x
+slower), the providers take turns within each of ``--repeats`` rounds, and each child
+records the CPU time other processes used meanwhile (``_busy.Busy``).  Printed: per step and thread count, each provider's median time of
 the step's GEMMs (sum over the GEMMs of each GEMM's median), the ratio to ``scipy``,
 and the rounds' largest other load; ``--json`` the raw medians per GEMM.  Every
 provider's output is checked against a float64 product first.
@@ -98,49 +100,71 @@ def _operands(kind, m, n, k, rng):
     return ta, tb, a, a.shape[1], b, b.shape[1], c
 
 
-def measure(threads, repeats, target_s=0.02):
+def measure_provider(name, nthreads, target_s=0.02):
+    """In this process, only ``name``'s library: the median-free time of every step
+    GEMM (seconds per call, one timed batch of calls each): [(step index, gemm name,
+    m, n, k, seconds)].  Each product is checked against float64 first."""
     from threadpoolctl import threadpool_limits
 
-    provs = providers()
-    loops = {name: _loop(name, path, sym, it) for name, path, sym, it in provs}
+    prov = next(p for p in providers() if p[0] == name)
+    run = _loop(*prov)
     rng = np.random.default_rng(0)
-    results = []
-    for sizes, batch in STEPS:
-        for nthreads in threads:
-            per_gemm = {name: [] for name in loops}
-            loads = []
-            with threadpool_limits(nthreads):
-                for gname, m, n, k in step_gemms(sizes, batch):
-                    kind = gname.rstrip("0123456789")
-                    ta, tb, a, lda, b, ldb, c = _operands(kind, m, n, k, rng)
+    out = []
+    with threadpool_limits(nthreads):
+        for si, (sizes, batch) in enumerate(STEPS):
+            for gname, m, n, k in step_gemms(sizes, batch):
+                kind = gname.rstrip("0123456789")
+                ta, tb, a, lda, b, ldb, c = _operands(kind, m, n, k, rng)
+                # the float64 reference on numpy's OpenBLAS with ONE thread: two of its
+                # threads would spin after the product, beside the timed library's
+                # (scipy's two-thread B=128 step: 2955 us that way, 1.6x its 1-thread)
+                with threadpool_limits(1):
                     want = ((a.T if ta == TRANS else a).astype(np.float64)
                             @ (b.T if tb == TRANS else b).astype(np.float64))
-                    calls = {}
-                    for name, run in loops.items():
-                        c[...] = np.nan
-                        run(ta, tb, m, n, k, a, lda, b, ldb, c, n, 1)
-                        err = np.max(np.abs(c - want)) / max(1.0, np.max(np.abs(want)))
-                        if not err < 1e-4:
-                            raise AssertionError(f"{name} {gname} {m}x{n}x{k}: wrong "
-                                                 f"product (relative error {err:g})")
-                        t0 = time.perf_counter()
-                        run(ta, tb, m, n, k, a, lda, b, ldb, c, n, 10)
-                        once = (time.perf_counter() - t0) / 10
-                        calls[name] = max(1, int(target_s / max(once, 1e-7)))
-                    times = {name: [] for name in loops}
-                    for _ in range(repeats):
-                        with Busy() as busy:
-                            for name, run in loops.items():
-                                t0 = time.perf_counter()
-                                run(ta, tb, m, n, k, a, lda, b, ldb, c, n, calls[name])
-                                times[name].append((time.perf_counter() - t0)
-                                                   / calls[name])
-                        loads.append((busy.other_load, busy.resolution))
-                    for name in loops:
-                        per_gemm[name].append((gname, m, n, k,
-                                               statistics.median(times[name])))
-            results.append(dict(sizes=sizes, batch=batch, threads=nthreads,
-                                gemms=per_gemm, loads=loads))
+                c[...] = np.nan
+                run(ta, tb, m, n, k, a, lda, b, ldb, c, n, 1)
+                err = np.max(np.abs(c - want)) / max(1.0, np.max(np.abs(want)))
+                if not err < 1e-4:
+                    raise AssertionError(f"{name} {gname} {m}x{n}x{k}: wrong product "
+                                         f"(relative error {err:g})")
+                t0 = time.perf_counter()
+                run(ta, tb, m, n, k, a, lda, b, ldb, c, n, 10)
+                calls = max(1, int(target_s / max((time.perf_counter() - t0) / 10,
+                                                  1e-7)))
+                t0 = time.perf_counter()
+                run(ta, tb, m, n, k, a, lda, b, ldb, c, n, calls)
+                out.append((si, gname, m, n, k, (time.perf_counter() - t0) / calls))
+    return out
+
+
+def measure(threads, repeats):
+    """Each provider in a process of its own (several OpenBLAS pools in one process
+    fight: their threads spin after each call), the providers alternating within
+    each of ``repeats`` rounds; the CPU time of other processes recorded per child."""
+    import subprocess
+
+    provs = providers()
+    results = []
+    for nthreads in threads:
+        times = {p[0]: {} for p in provs}          # name -> (step, gemm) -> [s]
+        loads = {p[0]: [] for p in provs}
+        for _ in range(repeats):
+            for name, *_ in provs:
+                with Busy() as busy:
+                    done = subprocess.run(
+                        [sys.executable, os.path.abspath(__file__), "--child", name,
+                         "--threads", str(nthreads)], capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise RuntimeError(f"{name}: {done.stderr[-2000:]}")
+                for si, gname, m, n, k, sec in json.loads(done.stdout):
+                    times[name].setdefault((si, gname, m, n, k), []).append(sec)
+                loads[name].append((busy.other_load, busy.resolution))
+        for si, (sizes, batch) in enumerate(STEPS):
+            gemms = {name: [(g, m, n, k, statistics.median(v))
+                            for (i, g, m, n, k), v in times[name].items() if i == si]
+                     for name in times}
+            results.append(dict(sizes=sizes, batch=batch, threads=nthreads, gemms=gemms,
+                                loads=[ld for name in loads for ld in loads[name]]))
     return provs, results
 
 
@@ -174,8 +198,12 @@ def main(argv=None):
                    help="comma-separated BLAS thread counts (default 1,2)")
     p.add_argument("--repeats", type=int, default=7, help="rounds (default 7)")
     p.add_argument("--json", action="store_true", help="print JSON instead")
+    p.add_argument("--child", metavar="PROVIDER", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",") if t]
+    if args.child:
+        print(json.dumps(measure_provider(args.child, threads[0])))
+        return 0
     provs, results = measure(threads, args.repeats)
     if args.json:
         print(json.dumps(dict(providers=[p[:3] for p in provs], results=results)))
