@@ -7,6 +7,10 @@ Times, for fastnn's cpu backend in float32,
   exactly the old parallel threshold, so the numba kernel runs in parallel wherever
   that threshold is in force and more than one thread is used), and
 - ``sigmoid``: a sigmoid alone on 1024x512,
+- ``step 64-128-10`` and ``step 784-512-256-10``: one ``model.train_step`` (batch 32,
+  SGD, cross-entropy; relu hidden layers): whether a second BLAS thread pays for a
+  small model (OpenBLAS itself runs a GEMM of fewer than 262,144 multiply-adds on
+  the calling thread, so most of a small model's GEMMs never wake the pool),
 
 under these settings, each in a fresh subprocess (numba reads its settings at import):
 
@@ -99,6 +103,23 @@ def child(samples):
     for _ in range(20):
         dense_sigmoid()
     dense_sigmoid_us, dense_sigmoid_cpu = _median_time(dense_sigmoid, samples, 5)
+    steps = {}
+    for name, sizes in (("step_small_us", (64, 128, 10)),
+                        ("step_mlp_us", (784, 512, 256, 10))):
+        model = fn.Sequential(*(fn.Dense(i, o, "relu" if k < len(sizes) - 2 else None)
+                                for k, (i, o) in enumerate(zip(sizes[:-1], sizes[1:]))),
+                              seed=0)
+        opt, loss = fn.SGD(model, lr=0.01), fn.CrossEntropyLoss()
+        xb = rng.standard_normal((32, sizes[0])).astype(np.float32)
+        yb = rng.integers(0, sizes[-1], 32)
+
+        def step():
+            return model.train_step(xb, yb, loss, opt)
+        for _ in range(20):
+            step()
+        n = samples if sizes[0] < 100 else max(10, samples // 10)
+        steps[name] = _median_time(step, n, 5)[0]
+        assert np.isfinite(step()), "train_step gave a non-finite loss"
     # sanity: the results are right
     ref = 1 / (1 + np.exp(-(x.astype(np.float64) @ w.astype(np.float64) + b)))
     assert np.max(np.abs(a - ref)) < 1e-5, "dense+sigmoid result is wrong"
@@ -115,7 +136,7 @@ def child(samples):
         "numba_threading_layer": layer,
         "NUMBA_THREADING_LAYER": os.environ.get("NUMBA_THREADING_LAYER"),
         "dense_sigmoid_us": dense_sigmoid_us, "dense_sigmoid_cpu": dense_sigmoid_cpu,
-        "sigmoid_us": sigmoid_us, "sigmoid_cpu": sigmoid_cpu,
+        "sigmoid_us": sigmoid_us, "sigmoid_cpu": sigmoid_cpu, **steps,
     }
     print("RESULT " + json.dumps(out))
 
@@ -165,7 +186,7 @@ def main():
     print(f"fastnn at {rev or '?'}; par = numba kernels parallel at 128x512")
     print(f"{'setting':32} {'threads':>7} {'layer':>10} {'par':>5} "
           f"{'dense+sigmoid us':>22} {'cpu/wall':>8} {'sigmoid 1024x512 us':>22} "
-          f"{'cpu/wall':>8}")
+          f"{'cpu/wall':>8} {'step 64-128-10 us':>20} {'step 784-.. us':>22}")
     for name, runs in results.items():
         if not runs:
             print(f"{name:32} FAILED: {errors.get(name, '?').strip()[-400:]}")
@@ -182,7 +203,8 @@ def main():
         print(f"{name:32} {r0['threads']:>7} {r0['numba_threading_layer']:>10} "
               f"{str(r0['parallel_128x512']):>5} {cell('dense_sigmoid_us'):>22} "
               f"{ratio('dense_sigmoid_cpu')} {cell('sigmoid_us'):>22} "
-              f"{ratio('sigmoid_cpu')}")
+              f"{ratio('sigmoid_cpu')} {cell('step_small_us'):>20} "
+              f"{cell('step_mlp_us'):>22}")
         if name in errors:
             print(f"    (a later run failed: {errors[name].strip()[-200:]})")
     print(f"\n{args.repeats} fresh runs per setting; median of run medians "
