@@ -3,18 +3,18 @@
 There are two candidate pools: BLAS (scipy's OpenBLAS, which runs the GEMMs) and
 numba's (elementwise, loss and optimizer kernels).  Measured on this project's 2-core
 machine (Intel Xeon, OpenBLAS SkylakeX; float32, 2 threads, median us, quiet; reproduced
-by ``python bench/threads_experiment.py --repeats 5``):
+by ``python bench/threads_experiment.py --repeats 3``):
 
 =====================================================  ======  ==========  =========
 work                                                   serial  GOMP, spin  GOMP, no
                                                        numba   (default)   spin
 =====================================================  ======  ==========  =========
-128x784x512 GEMM (+bias), then sigmoid on its output      440        6934        449
-sigmoid, 1024x512                                         351         174        251
+128x784x512 GEMM (+bias), then sigmoid on its output      444        6879        468
+sigmoid, 1024x512                                         346         175        244
 =====================================================  ======  ==========  =========
 
-(numba's ``workqueue`` layer: 505 us for the first row.)  Spinning OpenMP threads
-beside OpenBLAS's make a step 16x slower; without spinning, parallel
+(numba's ``workqueue`` layer: 512 us for the first row.)  Spinning OpenMP threads
+beside OpenBLAS's make a step 15x slower; without spinning, parallel
 numba gains nothing next to a GEMM.  Hence the policy:
 
 - one thread count ``n``: ``fastnn.set_num_threads(n)`` or the environment variable
