@@ -41,8 +41,8 @@ except ImportError:                     # as a top-level module, beside _busy.py
 
 REFERENCE = "cpu"                       # the backend every ratio is taken against
 FLOORS = ("gemms", "copy")              # peers that are floors, not competitors
-COLUMN_ORDER = ("numpy", "cpu", "cuda", "torch", "torch_cuda", "torch_foreach",
-                "torch_fused", "cupy", "sklearn", "gemms", "copy")
+COLUMN_ORDER = ("numpy", "cpu", "cpu_train_step", "cuda", "torch", "torch_cuda",
+                "torch_foreach", "torch_fused", "cupy", "sklearn", "gemms", "copy")
 DASH = "–"
 QUICK_VERDICT = f"{DASH} (quick run)"
 QUICK_NOTE = ("**Quick run (`--quick`): short timings that check the pipeline, not for "
@@ -54,8 +54,10 @@ GPU_PEERS = ("torch_cuda", "cupy")      # its peers on the GPU, each compared wi
 # family -> (title, suite, what its rows are)
 FAMILIES = {
     "train": ("Training steps", "bench_train.py",
-              "one step: zero_grad, forward, cross-entropy, backward, optimizer step; "
-              "`gemms` = the step's GEMMs alone through fastnn's BLAS"),
+              "one step: zero_grad, forward, cross-entropy, backward, optimizer step "
+              "(five calls); `cpu_train_step` = the same step as one "
+              "`model.train_step` call (one compiled call); `gemms` = the step's "
+              "GEMMs alone through fastnn's BLAS"),
     "sklearn": ("Whole fit against scikit-learn", "bench_sklearn.py",
                 "digits, 64-128-10 relu, Adam lr 1e-3, batch 200, 200 epochs; the "
                 "whole `fit` call"),
