@@ -268,6 +268,26 @@ ctypedef void (*step_d)(double*, double*, double*, double*, double*, double*,
                         Py_ssize_t) noexcept nogil
 
 
+cdef inline double _call_loss(int64_t fn, real* out, const void* target, real* grad,
+                              double param, double norm, Py_ssize_t rows,
+                              Py_ssize_t cols) noexcept nogil:
+    """The loss kernel at ``fn`` (its C signature for this float type)."""
+    if real is float:
+        return (<loss_f><void*>fn)(out, target, grad, <float>param, <float>norm, rows,
+                                   cols)
+    else:
+        return (<loss_d><void*>fn)(out, target, grad, param, norm, rows, cols)
+
+
+cdef inline void _call_step(int64_t fn, real* params, real* grads, real** sp, real* h,
+                            Py_ssize_t n) noexcept nogil:
+    """The update rule's step at ``fn`` (its C signature for this float type)."""
+    if real is float:
+        (<step_f><void*>fn)(params, grads, sp[0], sp[1], sp[2], h, n)
+    else:
+        (<step_d><void*>fn)(params, grads, sp[0], sp[1], sp[2], h, n)
+
+
 cdef int _step_args(Py_ssize_t n, tuple state, hyper, real** sp, real* h) except -1:
     """An update rule's state buffers (each of ``n`` values) as pointers (unused: NULL)
     and its scalars (at most 16) converted to the float type as NumPy would."""
@@ -302,12 +322,7 @@ def loss(int64_t kernel, real[:, ::1] out, target, real[:, ::1] grad, double par
     if rows == 0:
         raise ValueError("a loss needs at least one row")
     with nogil:
-        if real is float:
-            value = (<loss_f><void*>kernel)(&out[0, 0], tp, &grad[0, 0], <float>param,
-                                            <float>norm, rows, cols)
-        else:
-            value = (<loss_d><void*>kernel)(&out[0, 0], tp, &grad[0, 0], param, norm,
-                                            rows, cols)
+        value = _call_loss(kernel, &out[0, 0], tp, &grad[0, 0], param, norm, rows, cols)
     return value
 
 
@@ -325,12 +340,7 @@ def optimizer_step(int64_t kernel, real[::1] params, real[::1] grads, tuple stat
     if params.shape[0] == 0:
         return
     with nogil:
-        if real is float:
-            (<step_f><void*>kernel)(&params[0], &grads[0], sp[0], sp[1], sp[2], h,
-                                    params.shape[0])
-        else:
-            (<step_d><void*>kernel)(&params[0], &grads[0], sp[0], sp[1], sp[2], h,
-                                    params.shape[0])
+        _call_step(kernel, &params[0], &grads[0], sp, h, params.shape[0])
 
 
 cdef const void* _target(target, Py_ssize_t rows, Py_ssize_t cols, real* kind) except NULL:
@@ -366,9 +376,9 @@ def train_step(real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] ws,
     last micro-batch of a batch) over the flat buffers with its ``state`` buffers
     (a tuple) and its scalars ``hyper`` (a sequence of numbers, at most 16: the
     rule's named tuple, converted here to the float type as NumPy would).  The same
-    kernels in the same order as the
-    separate calls (``fill``, ``model_forward``, ``loss``, ``model_backward``,
-    ``optimizer_step``), so the same results bit for bit.  ``target``: a (rows, cols)
+    kernels in the same order as the separate calls (``fill``, ``model_forward``,
+    ``loss``, ``model_backward``, ``optimizer_step``), so the same results bit for
+    bit.  ``target``: a (rows, cols)
     array of the output's type, or (rows,) int64 class labels (checked in range here:
     the kernel indexes with them)."""
     cdef Py_ssize_t rows = x.shape[0], n = layers.shape[0], cols
@@ -394,19 +404,10 @@ def train_step(real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] ws,
             memset(&grads[0], 0, grads.shape[0] * sizeof(real))
         _forward(&x[0, 0], x.shape[1], rows, &params[0], &ws[0], &layers[0], n,
                  &forward[0])
-        if real is float:
-            value = (<loss_f><void*>loss)(&ws[layers[n - 1].a_off], tp, &grad[0, 0],
-                                          <float>param, <float>norm, rows, cols)
-        else:
-            value = (<loss_d><void*>loss)(&ws[layers[n - 1].a_off], tp, &grad[0, 0],
-                                          param, norm, rows, cols)
+        value = _call_loss(loss, &ws[layers[n - 1].a_off], tp, &grad[0, 0], param, norm,
+                           rows, cols)
         _backward(&x[0, 0], rows, &params[0], &grads[0], &ws[0], &grad[0, 0],
                   &layers[0], n, <real>scale, &backward[0])
         if step != 0:
-            if real is float:
-                (<step_f><void*>step)(&params[0], &grads[0], sp[0], sp[1], sp[2],
-                                      h, params.shape[0])
-            else:
-                (<step_d><void*>step)(&params[0], &grads[0], sp[0], sp[1], sp[2],
-                                      h, params.shape[0])
+            _call_step(step, &params[0], &grads[0], sp, h, params.shape[0])
     return value

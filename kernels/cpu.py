@@ -110,9 +110,10 @@ LOSS_BLOCK = 512
 def split(n, parallel, least):
     """(parts, items per part) for n items: one part serially; in parallel up to 64
     parts of at least ``least`` items.  (Asking numba for its thread count here would
-    make the kernel uncacheable.)  Row-major reductions over rows split their columns with least = 64 (a 256-byte
-    run of float32 per row, so no two threads share an output); an elementwise loss
-    splits its blocks with least = 1 (each part has its own values buffer)."""
+    make the kernel uncacheable.)  Row-major reductions over rows split their columns
+    with least = 64 (a 256-byte run of float32 per row, so no two threads share an
+    output); an elementwise loss splits its blocks with least = 1 (each part has its
+    own values buffer)."""
     if not parallel:
         return 1, n
     parts = max(1, min(n // least, 64))
