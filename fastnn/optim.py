@@ -224,6 +224,7 @@ class Optimizer:
         self._check_range(checked)
         self._hyper = checked
         self._lr_ok = checked["lr"]          # the largest lr known to pass _check_range
+        self._ok = {}                        # ... and weight_decay, eps (the same)
         self.step_count = 0
         m = self.model
         size = m.num_parameters if self._spans is None else \
@@ -274,6 +275,43 @@ class Optimizer:
     def lr(self, value):
         self._hyper["lr"] = self._checked_lr(value)
 
+    @property
+    def weight_decay(self):
+        """The L2 factor added to the gradient (decoupled for AdamW); may be changed
+        between steps, like :attr:`lr` (scikit-learn's penalty, alpha over each batch's
+        size, needs that: ``fastnn.sklearn``)."""
+        return self._scalar_hyper("weight_decay")
+
+    @weight_decay.setter
+    def weight_decay(self, value):
+        self._set_scalar_hyper("weight_decay", value)
+
+    @property
+    def eps(self):
+        """The denominator's epsilon (Adam, RMSprop, ...); may be changed between
+        steps (``fastnn.sklearn`` gives Adam scikit-learn's epsilon placement so)."""
+        return self._scalar_hyper("eps")
+
+    @eps.setter
+    def eps(self, value):
+        self._set_scalar_hyper("eps", value)
+
+    def _scalar_hyper(self, name):
+        if name not in self._hyper:
+            raise AttributeError(f"{type(self).__name__} has no {name}")
+        return self._hyper[name]
+
+    def _set_scalar_hyper(self, name, value):
+        """Change a hyper-parameter that enters the update rule only as a per-step
+        scalar (not its choice or state): checked as the constructor's."""
+        value = _nonneg(value, name)
+        if value > max(self._scalar_hyper(name), self._ok.get(name, 0.0)):
+            # the per-step scalars grow with these: a value no larger than one that
+            # passed needs no second look (sklearn's per-step epsilon costs a compare)
+            self._check_range(dict(self._hyper, **{name: value}))
+            self._ok[name] = value
+        self._hyper[name] = value
+
     def _checked_lr(self, value, argname="lr"):
         """``value`` as a new lr, checked like the constructor's (a number >= 0,
         within the model's dtype by itself and in the step's scalars).  Those
@@ -290,8 +328,9 @@ class Optimizer:
 
     @property
     def hyper(self):
-        """The hyper-parameters, as a new dict (only ``lr`` may change after
-        construction: the others choose the update rule and its state)."""
+        """The hyper-parameters, as a new dict (only ``lr``, ``weight_decay`` and
+        ``eps`` may change after construction: the others choose the update rule and
+        its state)."""
         return dict(self._hyper)
 
     @property

@@ -61,7 +61,7 @@ cdef int _check(str what, Py_ssize_t got, Py_ssize_t want) except -1:
     return 0
 
 
-def gemm(real[:, ::1] a, real[:, ::1] b, real[:, ::1] c, bint trans_a=False,
+def gemm(const real[:, ::1] a, const real[:, ::1] b, real[:, ::1] c, bint trans_a=False,
          bint trans_b=False, double alpha=1.0, double beta=0.0):
     """c = alpha * op(a) @ op(b) + beta * c, in place; op is a transpose when asked."""
     cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
@@ -82,7 +82,8 @@ cdef inline void _bias_rows(real* z, const real* bias, Py_ssize_t rows,
         memcpy(z + i * cols, bias, cols * sizeof(real))
 
 
-def dense_forward(real[:, ::1] x, real[:, ::1] w, real[::1] bias, real[:, ::1] z):
+def dense_forward(const real[:, ::1] x, const real[:, ::1] w, const real[::1] bias,
+                  real[:, ::1] z):
     """z = x @ w + bias: the bias is copied into every row of z, then one GEMM adds
     x @ w on top of it with beta = 1 (no separate pass to add the bias)."""
     cdef Py_ssize_t rows = z.shape[0], cols = z.shape[1]
@@ -99,7 +100,7 @@ def dense_forward(real[:, ::1] x, real[:, ::1] w, real[::1] bias, real[:, ::1] z
               &z[0, 0], <int>cols)
 
 
-def dense_backward(real[:, ::1] x, real[:, ::1] w, real[:, ::1] grad_z,
+def dense_backward(const real[:, ::1] x, const real[:, ::1] w, const real[:, ::1] grad_z,
                    real[:, ::1] grad_w, real[:, ::1] grad_x, double scale):
     """grad_w += scale * x^T @ grad_z (beta = 1: accumulates straight into the flat
     gradient buffer) and, when grad_x is not None, grad_x = grad_z @ w^T."""
@@ -223,7 +224,7 @@ cdef void _backward(const real* x, Py_ssize_t rows, const real* params, real* gr
             g = gx
 
 
-def model_forward(real[:, ::1] x, real[::1] params, real[::1] ws, Layer[::1] layers,
+def model_forward(const real[:, ::1] x, real[::1] params, real[::1] ws, Layer[::1] layers,
                   const int64_t[::1] kernels):
     """Every layer: Z = bias rows, Z += X W (beta = 1), A = f(Z) unless the layer is
     linear (then A is Z: ``a_off == z_off``).  ``kernels[code]``: the forward kernel
@@ -237,7 +238,7 @@ def model_forward(real[:, ::1] x, real[::1] params, real[::1] ws, Layer[::1] lay
     return layers[n - 1].a_off
 
 
-def model_backward(real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] ws,
+def model_backward(const real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] ws,
                    real[:, ::1] grad_out, Layer[::1] layers, double scale,
                    const int64_t[::1] kernels):
     """From the last layer down: dL/dZ = f'(Z) * dL/dA with the bias gradient added in
@@ -364,7 +365,7 @@ cdef const void* _target(target, Py_ssize_t rows, Py_ssize_t cols, real* kind) e
     return &t2[0, 0]
 
 
-def train_step(real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] ws,
+def train_step(const real[:, ::1] x, real[::1] params, real[::1] grads, real[::1] ws,
                Layer[::1] layers, const int64_t[::1] forward,
                const int64_t[::1] backward, int64_t loss, target, real[:, ::1] grad,
                double param, double norm, double scale, bint zero, int64_t step,
