@@ -46,7 +46,7 @@ try:
     from sklearn.neural_network import MLPClassifier as _SkClassifier
     from sklearn.neural_network import MLPRegressor as _SkRegressor
     from sklearn.preprocessing import LabelBinarizer
-    from sklearn.utils import check_random_state, gen_batches, shuffle
+    from sklearn.utils import check_random_state
     from sklearn.utils._param_validation import Interval, StrOptions
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import (_check_partial_fit_first_call,
@@ -133,6 +133,19 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"dtype must be np.float32 or np.float64, got {self.dtype!r}")
         return dt
 
+    def _build_model(self, layer_units, dtype):
+        """The fastnn model of these layer sizes: hidden layers with the activation,
+        a linear output layer (the output activation is the loss's link)."""
+        act = _ACTIVATIONS[self.activation]
+        last = len(layer_units) - 2
+        layers = [Dense(a, b, activation=act if i < last else None)
+                  for i, (a, b) in enumerate(zip(layer_units[:-1], layer_units[1:]))]
+        self._model = Sequential(*layers, backend=self.backend, dtype=dtype, seed=0)
+        self._optimizer = None
+        self._losses = {}
+        self._l2_mask = None
+        return self._model
+
     def _initialize(self, y, layer_units, dtype):
         """Build the model with scikit-learn's initial weights (the same draws from
         self._random_state: Glorot-uniform, factor 2 for logistic, 6 otherwise)."""
@@ -141,10 +154,7 @@ class _BaseMLP(BaseEstimator):
         self.n_outputs_ = y.shape[1]
         self.n_layers_ = len(layer_units)
         self.out_activation_ = self._out_activation()
-        act = _ACTIVATIONS[self.activation]
-        layers = [Dense(a, b, activation=act if i < len(layer_units) - 2 else None)
-                  for i, (a, b) in enumerate(zip(layer_units[:-1], layer_units[1:]))]
-        model = Sequential(*layers, backend=self.backend, dtype=dtype, seed=0)
+        model = self._build_model(layer_units, dtype)
         factor = 2.0 if self.activation == "logistic" else 6.0
         weights = []
         for fan_in, fan_out in zip(layer_units[:-1], layer_units[1:]):
@@ -154,8 +164,6 @@ class _BaseMLP(BaseEstimator):
             # the draws are float64; a float32 model asked for float32 weights
             weights += [coef.astype(dtype), intercept.astype(dtype)]
         model.set_weights(weights)
-        self._model = model
-        self._optimizer = None
         if self.solver in ("sgd", "adam"):
             self.loss_curve_ = []
             self._no_improvement_count = 0
@@ -270,44 +278,85 @@ class _BaseMLP(BaseEstimator):
                              "preprocessed.")
         return self
 
-    def _l2(self):
-        """sum of every weight matrix's squared entries (scikit-learn's penalty, before
-        its factor alpha / (2 n))."""
-        return float(sum(np.dot(c.ravel(), c.ravel()) for c in self._model.get_weights()[0::2]))
+    # -- one batch -------------------------------------------------------------------
+    def _prepare(self, X, y):
+        """X in the model's dtype (dense X converted once, not per batch; a float32
+        model was asked to round it), y as float64 (n, k) and the loss kernels'
+        target: class labels for softmax outputs, y in the model's dtype else."""
+        dt = self._model.dtype
+        if not scipy.sparse.issparse(X):
+            X = np.ascontiguousarray(X, dtype=dt)
+        target = y.argmax(axis=1) if self.out_activation_ == "softmax" else \
+            np.ascontiguousarray(y, dt)
+        return X, y, target
 
-    def _loss_setup(self):
-        link, name, vf, gf = _OUTPUTS[self.out_activation_]
-        if name is None:
-            return None
-        from .losses import get_loss
-        k = self.n_outputs_
-        return get_loss(name), vf(k), gf(k)
+    def _start_gradient(self, c):
+        """Set the gradients to scikit-learn's L2 term: c W on the weights (c = alpha
+        over the batch's size or weight), 0 on the biases, in one pass over the flat
+        buffers (a cached mask times the parameters); the backward pass then adds the
+        loss's gradient on top.  Returns c sum(W^2), twice the penalty's value."""
+        m = self._model
+        if c == 0.0:
+            m.zero_grad()
+            return 0.0
+        cached = getattr(self, "_l2_mask", None)
+        if cached is None or cached[0] != c or cached[1].dtype != m.dtype:
+            mask = np.concatenate([np.full(p.size, c if i % 2 == 0 else 0.0, m.dtype)
+                                   for i, p in enumerate(m.parameters())])
+            self._l2_mask = cached = (c, mask)
+        params = m.flat_params
+        if isinstance(params, np.ndarray):
+            np.multiply(params, cached[1], out=m.flat_grads)
+            return float(np.dot(m.flat_grads, params))
+        host = m.to_numpy(params)                       # (cuda: one round trip)
+        grads = host * cached[1]
+        m.backend.from_numpy(grads, out=m.flat_grads)
+        return float(np.dot(grads, host))
 
-    def _batch_loss_and_grad(self, X, y, rows, sample_weight, sw_sum):
-        """Add the gradient of the batch X[rows] (mean over its rows, or weighted by
-        sample_weight / sw_sum) into the model's gradients, in micro-batches; return
-        the batch's loss (without the L2 term)."""
+    def _batch_gradient(self, data, rows, sample_weight, sw_sum, opt=None):
+        """Add the gradient of the batch ``rows`` (mean over its rows, or weighted by
+        sample_weight / sw_sum) onto the model's gradients, in micro-batches; with
+        ``opt``, take its step after the last.  Returns the batch's loss (without the
+        L2 term).  Without sample weights and with a fused loss each micro-batch is
+        one compiled call (the model's training step without the zeroing: the
+        gradients start at the L2 term); else the forward and backward passes around
+        scikit-learn's loss expression in NumPy."""
         model = self._model
-        n = len(rows) if not isinstance(rows, slice) else rows.stop - rows.start
+        X, y, target = data
+        n = len(rows)
         micro = self.micro_batch_size or n
+        link, name, vf, gf = _OUTPUTS[self.out_activation_]
+        fused = name is not None and sample_weight is None
+        if fused:
+            loss_fn = self._losses.get(name)
+            if loss_fn is None:
+                from .losses import get_loss
+                loss_fn = self._losses[name] = get_loss(name)
+            k = self.n_outputs_
+            vf, gf = vf(k), gf(k)
+            one_call = opt is not None and model._one_call(loss_fn, opt)
         total = 0.0
-        setup = self._loss_setup() if sample_weight is None else None
         for lo in range(0, n, micro):
             part = rows[lo:lo + micro]
+            last = lo + micro >= n
+            m = len(part)
             xb = self._batch(X, part)
-            yb = y[part]
-            m = xb.shape[0]
-            out = model.forward(xb, copy=False)
-            if setup is not None:
-                loss_fn, vf, gf = setup
-                target = yb.argmax(axis=1) if self.out_activation_ == "softmax" else \
-                    np.ascontiguousarray(yb, model.dtype)
-                value = loss_fn.forward(out, target)
+            if fused and one_call:
+                plan, xs = model._staged(xb)
+                b = model.backend
+                kernel, tb = loss_fn.staged_target(b, target[part], (m, k), model.dtype,
+                                                   not b.checks_labels)
+                value = model._step_call(plan, xs, kernel, tb, loss_fn, gf * m / n,
+                                         False, opt if last else None)
                 total += vf * value * m / n
+                continue
+            out = model.forward(xb, copy=False)
+            if fused:
+                total += vf * loss_fn.forward(out, target[part]) * m / n
                 model.backward(loss_fn.backward(), scale=gf * m / n)
             else:
-                z = model.to_numpy(out).astype(np.float64)
-                prob = _OUTPUTS[self.out_activation_][0](z)
+                prob = link(model.to_numpy(out).astype(np.float64))
+                yb = y[part]
                 sw = None if sample_weight is None else sample_weight[part]
                 wsum = m if sw is None else sw.sum()
                 if wsum > 0:
@@ -316,30 +365,20 @@ class _BaseMLP(BaseEstimator):
                 if sw is not None:
                     delta *= sw.reshape(-1, 1)
                 model.backward((delta / sw_sum).astype(model.dtype))
+            if last and opt is not None:
+                opt.step()
         return total
 
     def _make_optimizer(self):
-        """Two fastnn optimizers, one over the weights (scikit-learn's L2 term as its
-        weight decay, set per batch) and one over the biases (no penalty): the update
-        rules are elementwise, so this is one optimizer with the penalty on the weights
-        only."""
-        m = self._model
-        params = m.parameters()
+        """One fastnn optimizer over every parameter, without weight decay: the L2
+        term is in the gradient already (:meth:`_start_gradient`), so Adam sees it
+        as scikit-learn's does."""
+        params = self._model.parameters()
         if self.solver == "sgd":
-            kind = dict(cls=SGD, lr=self.learning_rate_init, momentum=self.momentum,
-                        nesterov=self.nesterovs_momentum and self.momentum > 0)
-        else:
-            kind = dict(cls=Adam, lr=self.learning_rate_init,
-                        betas=(self.beta_1, self.beta_2), eps=self.epsilon)
-        cls = kind.pop("cls")
-        return [cls(params[0::2], weight_decay=self.alpha, **kind),
-                cls(params[1::2], **kind)]
-
-    def _set_penalty(self, sw_sum):
-        """The weights' optimizer's weight decay for a batch of weight ``sw_sum``:
-        scikit-learn's penalty alpha / (2 sw_sum) ||W||^2 has gradient
-        (alpha / sw_sum) W."""
-        self._optimizer[0].weight_decay = self.alpha / sw_sum
+            return SGD(params, lr=self.learning_rate_init, momentum=self.momentum,
+                       nesterov=self.nesterovs_momentum and self.momentum > 0)
+        return Adam(params, lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2),
+                    eps=self.epsilon)
 
     def _fit_stochastic(self, X, y, sample_weight, incremental):
         if not incremental or self._optimizer is None:
@@ -372,31 +411,31 @@ class _BaseMLP(BaseEstimator):
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
                               "It is going to be clipped")
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
-        model = self._model
+        data = self._prepare(X, y)
+        opt = self._optimizer
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
                 if self.shuffle:
-                    sample_idx = shuffle(sample_idx, random_state=self._random_state)
+                    # scikit-learn's shuffle(sample_idx, random_state=...), the same
+                    # draw without its per-call parameter validation (~250 us here)
+                    order = np.arange(n_samples)
+                    self._random_state.shuffle(order)
+                    sample_idx = sample_idx[order]
                 accumulated = 0.0
-                for batch in gen_batches(n_samples, batch_size):
-                    rows = sample_idx[batch]
+                for lo in range(0, n_samples, batch_size):     # gen_batches'
+                    rows = sample_idx[lo:lo + batch_size]
                     sw_sum = len(rows) if sample_weight is None else \
                         sample_weight[rows].sum()
-                    for opt in self._optimizer:
-                        opt.lr = self._lr
-                        if self.solver == "adam":
-                            # scikit-learn adds epsilon to sqrt(v), fastnn (PyTorch) to
-                            # the bias-corrected sqrt(v / (1 - beta_2^t)): the same step
-                            # with epsilon scaled so
-                            t = opt.step_count + 1
-                            opt.eps = self.epsilon / math.sqrt(1.0 - self.beta_2 ** t)
-                    self._set_penalty(sw_sum)
-                    model.zero_grad()
-                    loss = self._batch_loss_and_grad(X, y, rows, sample_weight, sw_sum)
-                    loss += 0.5 * self.alpha * self._l2() / sw_sum
-                    for opt in self._optimizer:
-                        opt.step()
+                    opt.lr = self._lr
+                    if self.solver == "adam":
+                        # scikit-learn adds epsilon to sqrt(v), fastnn (PyTorch) to the
+                        # bias-corrected sqrt(v / (1 - beta_2^t)): the same step with
+                        # epsilon scaled so
+                        t = opt.step_count + 1
+                        opt.eps = self.epsilon / math.sqrt(1.0 - self.beta_2 ** t)
+                    loss = 0.5 * self._start_gradient(self.alpha / sw_sum)
+                    loss += self._batch_gradient(data, rows, sample_weight, sw_sum, opt)
                     # each batch's (weighted mean) loss weighted by its rows, as
                     # scikit-learn's loss_
                     accumulated += loss * len(rows)
@@ -425,7 +464,7 @@ class _BaseMLP(BaseEstimator):
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
         if early_stopping and getattr(self, "_best_weights", None) is not None:
-            model.set_weights(self._best_weights)
+            self._model.set_weights(self._best_weights)
             self._best_weights = None
 
     def _set_lr(self, lr):
@@ -433,11 +472,9 @@ class _BaseMLP(BaseEstimator):
         learning rate inside it), fastnn's (PyTorch's) a sum of gradients (the
         learning rate applied at each step): scaling the buffer by old / new keeps the
         next steps scikit-learn's exactly."""
-        ratio = self._lr / lr
-        for opt in self._optimizer:
-            buf = opt.state.get("momentum_buffer")
-            if buf is None:
-                continue
+        buf = self._optimizer.state.get("momentum_buffer")
+        if buf is not None:
+            ratio = self._lr / lr
             if isinstance(buf, np.ndarray):
                 buf *= ratio
             else:
@@ -482,23 +519,18 @@ class _BaseMLP(BaseEstimator):
 
     def _fit_lbfgs(self, X, y, sample_weight):
         model = self._model
+        data = self._prepare(X, y)
         rows = np.arange(X.shape[0])
         sw_sum = X.shape[0] if sample_weight is None else sample_weight.sum()
-        # 1 on the weights, 0 on the biases: the L2 term of the flat buffer in one pass
-        mask = np.concatenate([np.full(p.size, float(i % 2 == 0))
-                               for i, p in enumerate(model.parameters())])
         flat = model.flat_params
 
         def loss_grad(packed):
+            # the float64 point of L-BFGS-B as the model's parameters (rounded to a
+            # float32 model's dtype: what it was asked to train in)
             model.backend.from_numpy(packed.astype(model.dtype), out=flat)
-            model.zero_grad()
-            loss = self._batch_loss_and_grad(X, y, rows, sample_weight, sw_sum)
-            params = model.to_numpy(flat).astype(np.float64)
-            wp = mask * params
-            loss += 0.5 * self.alpha * float(np.dot(wp, params)) / sw_sum
-            grad = model.to_numpy(model.flat_grads).astype(np.float64)
-            grad += (self.alpha / sw_sum) * wp
-            return loss, grad
+            loss = 0.5 * self._start_gradient(self.alpha / sw_sum)
+            loss += self._batch_gradient(data, rows, sample_weight, sw_sum)
+            return loss, model.to_numpy(model.flat_grads).astype(np.float64)
 
         iprint = 1 if self.verbose is True else (self.verbose if self.verbose else -1)
         options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol}
@@ -520,17 +552,19 @@ class _BaseMLP(BaseEstimator):
     # -- state ----------------------------------------------------------------------
     def __getstate__(self):
         """Pickle the estimator, not the compiled model: the model's layer sizes and
-        weights, and each optimizer's state buffers, step counter and learning rate."""
+        weights, and the optimizer's state buffers, step counter and learning rate."""
         state = dict(self.__dict__)
+        state.pop("_losses", None)
+        state.pop("_l2_mask", None)
         model = state.pop("_model", None)
-        opts = state.pop("_optimizer", None)
+        opt = state.pop("_optimizer", None)
         if model is not None:
             state["_model_spec"] = dict(
-                units=[model.layers[0].in_features] + [l.out_features for l in model.layers],
+                units=[model.in_features] + [layer.out_features for layer in model.layers],
                 dtype=model.dtype.str, weights=model.get_weights())
-            state["_optimizer_spec"] = None if opts is None else [
-                dict(state={k: model.to_numpy(v) for k, v in o.state.items()},
-                     step_count=o.step_count, lr=o.lr) for o in opts]
+            state["_optimizer_spec"] = None if opt is None else dict(
+                state={k: model.to_numpy(v) for k, v in opt.state.items()},
+                step_count=opt.step_count, lr=opt.lr)
         return state
 
     def __setstate__(self, state):
@@ -539,21 +573,14 @@ class _BaseMLP(BaseEstimator):
         self.__dict__.update(state)
         if spec is None:
             return
-        act = _ACTIVATIONS[self.activation]
-        units = spec["units"]
-        layers = [Dense(a, b, activation=act if i < len(units) - 2 else None)
-                  for i, (a, b) in enumerate(zip(units[:-1], units[1:]))]
-        self._model = Sequential(*layers, backend=self.backend,
-                                 dtype=np.dtype(spec["dtype"]), seed=0)
+        self._build_model(spec["units"], np.dtype(spec["dtype"]))
         self._model.set_weights(spec["weights"])
-        self._optimizer = None
         if opt_spec is not None:
-            self._optimizer = self._make_optimizer()
-            for opt, saved in zip(self._optimizer, opt_spec):
-                for k, v in saved["state"].items():
-                    self._model.backend.from_numpy(v, out=opt.state[k])
-                opt.step_count = saved["step_count"]
-                opt.lr = saved["lr"]
+            opt = self._optimizer = self._make_optimizer()
+            for k, v in opt_spec["state"].items():
+                self._model.backend.from_numpy(v, out=opt.state[k])
+            opt.step_count = opt_spec["step_count"]
+            opt.lr = opt_spec["lr"]
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
