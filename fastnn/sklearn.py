@@ -306,12 +306,16 @@ class _BaseMLP(BaseEstimator):
             self._l2_mask = cached = (c, mask)
         params = m.flat_params
         if isinstance(params, np.ndarray):
-            np.multiply(params, cached[1], out=m.flat_grads)
-            return float(np.dot(m.flat_grads, params))
-        host = m.to_numpy(params)                       # (cuda: one round trip)
-        grads = host * cached[1]
-        m.backend.from_numpy(grads, out=m.flat_grads)
-        return float(np.dot(grads, host))
+            grads = m.flat_grads
+            np.multiply(params, cached[1], out=grads)
+        else:
+            params = m.to_numpy(params)                 # (cuda: one round trip)
+            grads = params * cached[1]
+            m.backend.from_numpy(grads, out=m.flat_grads)
+        # sum(grads * params) by NumPy's own loops, not np.dot: that is numpy's BLAS,
+        # whose threads would wake (float64, > 10^4 values) and then spin against the
+        # BLAS fastnn's GEMMs run on (a 100-256-128-4 step went 0.8 -> 8 ms)
+        return float(np.einsum("i,i->", grads, params))
 
     def _batch_gradient(self, data, rows, sample_weight, sw_sum, opt=None):
         """Add the gradient of the batch ``rows`` (mean over its rows, or weighted by
