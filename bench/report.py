@@ -41,8 +41,9 @@ except ImportError:                     # as a top-level module, beside _busy.py
 
 REFERENCE = "cpu"                       # the backend every ratio is taken against
 FLOORS = ("gemms", "copy")              # peers that are floors, not competitors
-COLUMN_ORDER = ("numpy", "cpu", "cpu_train_step", "cuda", "torch", "torch_cuda",
-                "torch_foreach", "torch_fused", "cupy", "sklearn", "gemms", "copy")
+COLUMN_ORDER = ("numpy", "cpu", "cpu_float32", "cpu_train_step", "cuda", "torch",
+                "torch_cuda", "torch_foreach", "torch_fused", "cupy", "sklearn", "gemms",
+                "copy")
 DASH = "–"
 QUICK_VERDICT = f"{DASH} (quick run)"
 QUICK_NOTE = ("**Quick run (`--quick`): short timings that check the pipeline, not for "
@@ -61,6 +62,11 @@ FAMILIES = {
     "sklearn": ("Whole fit against scikit-learn", "bench_sklearn.py",
                 "digits, 64-128-10 relu, Adam lr 1e-3, batch 200, 200 epochs; the "
                 "whole `fit` call"),
+    "estimators": ("scikit-learn estimators", "bench_estimators.py",
+                   "`fastnn.sklearn.MLPClassifier` (`cpu`: float64, scikit-learn's "
+                   "model to rounding; `cpu_float32`: dtype=np.float32) against "
+                   "`sklearn.neural_network.MLPClassifier`, the same parameters; the "
+                   "whole `fit` call"),
     "dense": ("Dense layers", "bench_dense.py",
               "forward z = xW + b; backward grad_w += scale x^T grad_z, "
               "grad_x = grad_z W^T"),
@@ -80,10 +86,13 @@ _TRAIN = "train_step {} B={} {}"
 # The README's targets (issue 15's; the first round's where it set none): (label,
 # group, numerator, denominator, op, goal).  Ratios are median(numerator) /
 # median(denominator); "floor" is the group's floor time; "us": the numerator's own
-# median in microseconds; "test_accuracy": the numerator's recorded accuracy.  The
+# median in microseconds; "test_accuracy": the numerator's recorded accuracy;
+# "accuracy_gap": how many points the numerator's test accuracy is below sklearn's.  The
 # step targets judge ``cpu_train_step``, the one-call ``model.train_step`` (the
 # five-call ``cpu`` case is in the tables beside it).
 _ONE = "cpu_train_step"
+_EST_ADAM = "estimator digits 64-128-10 adam 200 epochs"
+_EST_LBFGS = "estimator digits 64-128-10 lbfgs max_iter 200"
 TARGETS = (
     ("784-512-256-10, B=32, SGD: torch / cpu train_step",
      _TRAIN.format("784-512-256-10", 32, "sgd"), "torch", _ONE, ">=", 3.5),
@@ -115,6 +124,16 @@ TARGETS = (
      "fit digits 64-128-10 adam B=200 200 epochs", "sklearn", "cpu", ">=", 10.0),
     ("digits fit: fastnn (cpu) test accuracy",
      "fit digits 64-128-10 adam B=200 200 epochs", "cpu", "test_accuracy", ">=", 0.98),
+    # issue 16's: fastnn.sklearn against scikit-learn, the same parameters
+    ("MLPClassifier, digits, adam, 200 epochs: sklearn / fastnn.sklearn",
+     _EST_ADAM, "sklearn", "cpu", ">=", 10.0),
+    ("MLPClassifier, digits, adam: test accuracy, points below sklearn's", _EST_ADAM, "cpu",
+     "accuracy_gap", "<=", 0.5),
+    ("MLPClassifier, digits, lbfgs, max_iter 200: sklearn / fastnn.sklearn",
+     _EST_LBFGS, "sklearn", "cpu", ">=", 4.0),
+    ("MLPClassifier, digits, lbfgs: test accuracy, points below sklearn's", _EST_LBFGS,
+     "cpu",
+     "accuracy_gap", "<=", 0.5),
 )
 
 
@@ -252,6 +271,14 @@ def evaluate_targets(groups, quick=False):
             if value is not None and not full:
                 shown += f" after {case['info'].get('epochs')} epochs"
             goal_text = f"{'≥' if op == '>=' else '≤'} {100 * goal:g}%"
+        elif den == "accuracy_gap":
+            mine, peer = cases.get(num), cases.get("sklearn")
+            accs = [None if c is None else c["info"].get("test_accuracy")
+                    for c in (mine, peer)]
+            value = None if None in accs else 100 * (accs[1] - accs[0])
+            shown = None if value is None else \
+                f"{value:+.2f} ({100 * accs[0]:.2f}% vs {100 * accs[1]:.2f}%)"
+            goal_text = f"{'≥' if op == '>=' else '≤'} {goal:g}"
         elif den == "us":
             value = _time(cases, num)
             value = None if value is None else value * 1e6
@@ -261,7 +288,8 @@ def evaluate_targets(groups, quick=False):
             value = ratio(cases, num, den)
             shown = None if value is None else f"{value:.2f}×"
             goal_text = f"{'≥' if op == '>=' else '≤'} {goal:g}×"
-        busy = {} if den == "test_accuracy" else contended_cases(cases, (num, den))
+        busy = {} if den in ("test_accuracy", "accuracy_gap") else \
+            contended_cases(cases, (num, den))
         if value is None:
             verdict = f"{DASH} (not measured)"
         elif quick:

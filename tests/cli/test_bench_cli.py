@@ -81,6 +81,17 @@ def synthetic(torch=True):
                n_iter=200, steps=1600),
           case("sklearn", fit, "sklearn", 960_000, test_accuracy=0.9861, epochs=200,
                n_iter=187, steps=1496, dtype="float64")]
+    # fastnn.sklearn: adam 12x faster, 0.3 points below sklearn (met, met); lbfgs 3x
+    # (not met), 0.8 points below (not met)
+    for group, sk_us, cpu_us, sk_acc, cpu_acc in [
+            ("estimator digits 64-128-10 adam 200 epochs", 600_000, 50_000, 0.986,
+             0.983),
+            ("estimator digits 64-128-10 lbfgs max_iter 200", 300_000, 100_000, 0.98,
+             0.972)]:
+        b += [case("estimators", group, "sklearn", sk_us, test_accuracy=sk_acc,
+                   epochs=200, dtype="float64"),
+              case("estimators", group, "cpu", cpu_us, test_accuracy=cpu_acc,
+                   epochs=200, dtype="float64")]
     return {"benchmarks": b, "datetime": "2026-11-22T12:00:00+00:00",
             "machine_info": {"fastnn": {"cpu_model": "Test CPU", "cpus_available": 2,
                                         "threads": 2, "blas_kernels": ["Haswell"],
@@ -125,6 +136,14 @@ def test_ratios_and_targets():
     shown, verdict = v["digits fit: fastnn (cpu) test accuracy"]
     assert shown.startswith("98.33%") and "sklearn 98.61%" in shown
     assert verdict == "met"
+    assert v["MLPClassifier, digits, adam, 200 epochs: sklearn / fastnn.sklearn"] == \
+        ("12.00×", "met")
+    assert v["MLPClassifier, digits, adam: test accuracy, points below sklearn's"] == \
+        ("+0.30 (98.30% vs 98.60%)", "met")
+    assert v["MLPClassifier, digits, lbfgs, max_iter 200: sklearn / fastnn.sklearn"] == \
+        ("3.00×", "**not met**")
+    assert v["MLPClassifier, digits, lbfgs: test accuracy, points below sklearn's"] == \
+        ("+0.80 (97.20% vs 98.00%)", "**not met**")
 
 
 def test_markdown_tables():
@@ -442,7 +461,7 @@ def test_contended_case_is_flagged_and_its_targets_not_judged():
     assert dict(zip(header, row(text, train(128, "sgd"))))["contended"] == ""
     # families without a contended case keep their table as it was
     assert "contended" not in row(text, "activation_backward sigmoid 1024x512")
-    assert "1 of 42 cases contended" in text.split("## Targets")[0]
+    assert "1 of 46 cases contended" in text.split("## Targets")[0]
     # a floor peer (gemms, copy) contended: its floor targets are not judged
     data = contend(synthetic(), "loss cross_entropy 1024x512", "copy", 0.5)
     ce = verdicts(data)["softmax-CE value + gradient 1024x512: cpu / memory floor"]
@@ -492,7 +511,7 @@ def test_report_header_blas_core_type_and_load():
                     "openblas 0.3.31 (`libopenblas64_.so`, 1 threads): core type "
                     "Haswell; OPENBLAS_CORETYPE not set"]
     assert "other processes used 0.04 cores over the whole run" in head
-    assert "0 of 42 cases contended" in head and "0.01–0.01 cores" in head
+    assert "0 of 46 cases contended" in head and "0.01–0.01 cores" in head
     # not Linux: every case's load unknown
     for b in data["benchmarks"]:
         b["extra_info"].update(other_load=None, other_load_resolution=None,
@@ -515,7 +534,7 @@ def test_runner_warns_of_contended_rows(tmp_path, capsys):
                                       1.5)))
     assert runner.main(["--from-json", str(src), "--out", str(tmp_path / "out")]) == 0
     out, err = capsys.readouterr()
-    assert "OpenBLAS kernels Haswell" in out and "1 of 42 cases contended" in out
+    assert "OpenBLAS kernels Haswell" in out and "1 of 46 cases contended" in out
     assert "1 table rows ran while other processes were busy" in err
     assert train(128, "adam") in err
     md = (tmp_path / "out" / "cpu.md").read_text()
