@@ -32,6 +32,7 @@ try:
     from .optim import (SGD, Adadelta, Adagrad, Adam, AdamW, CosineAnnealingLR,
                         ExponentialLR, Optimizer, RMSprop, StepLR, clip_grad_norm,
                         get_optimizer)
+    from .lbfgs import LBFGS
     from .training import Callback, EarlyStopping, History
     from .io import load
     from . import datasets
@@ -43,7 +44,7 @@ finally:
 __all__ = [
     "__version__", "ACTIVATIONS", "INITS", "available_backends", "get_backend", "Dense",
     "Parameter", "Sequential", *_losses.__all__,
-    "optim", "Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW",
+    "optim", "Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "LBFGS",
     "get_optimizer", "clip_grad_norm", "StepLR", "ExponentialLR", "CosineAnnealingLR",
     "Callback", "EarlyStopping", "History", "load", "datasets", "set_num_threads",
     "get_num_threads",

@@ -23,6 +23,21 @@ def test_readme_tour_runs(tmp_path, monkeypatch):
     assert len(hist.loss) == 10 and hist.loss[-1] < hist.loss[0]
 
 
+def test_readme_scikit_learn_example_runs(capsys):
+    """The README's scikit-learn example (the python block importing fastnn.sklearn)
+    runs as written and scores like a digits classifier."""
+    pytest.importorskip("sklearn", reason="the example needs scikit-learn")
+    readme = os.path.join(ROOT, "README.md")
+    if not os.path.exists(readme):
+        pytest.skip("README.md is not beside the tests (installed elsewhere)")
+    blocks = open(readme, encoding="utf-8").read().split("```python\n")[1:]
+    code = next(c for c in (b.split("```", 1)[0] for b in blocks) if "fastnn.sklearn" in c)
+    scope = {}
+    exec(compile(code, "README scikit-learn example", "exec"), scope)
+    assert scope["search"].score(scope["X_test"], scope["y_test"]) > 0.9
+    assert "mlpclassifier__alpha" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("script", ["classify_digits.py", "regress_diabetes.py"])
 def test_examples_run(script, tmp_path):
     path = os.path.join(ROOT, "examples", script)

@@ -241,3 +241,17 @@ def test_a_clear_import_error_without_scikit_learn(monkeypatch):
     monkeypatch.delitem(sys.modules, "fastnn.sklearn")
     with pytest.raises(ImportError, match=r"pip install 'fastnn\[sklearn\]'"):
         import fastnn.sklearn  # noqa: F401
+
+
+@pytest.mark.skipif("cuda" not in __import__("fastnn").available_backends(),
+                    reason="no cuda backend here (the [cuda] extra, or a GPU)")
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_cuda_backend_equals_scikit_learn(solver, rng):
+    """Tiny, for the CUDA simulator: the device buffers go through the host for the
+    L2 term and L-BFGS's point; the model is still scikit-learn's."""
+    X, y = _classes(rng, "multiclass")
+    X, y = X[:12, :3], y[:12]
+    kw = dict(hidden_layer_sizes=(4,), max_iter=2, random_state=0, solver=solver)
+    ours, theirs = _fit_both(MLPClassifier(backend="cuda", **kw), sk.MLPClassifier(**kw),
+                             X, y)
+    _assert_same_model(ours, theirs, X)
