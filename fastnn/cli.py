@@ -312,6 +312,15 @@ def _train(args):
               for a, b in zip(sizes, sizes[1:-1])]
     layers.append(fn.Dense(sizes[-2], sizes[-1], activation=output_activation))
     model = fn.Sequential(*layers, backend=args.backend, dtype=args.dtype, seed=args.seed)
+    dp, lead = None, True                     # lead: the process that prints and saves
+    if args.distributed:
+        from fastnn import distributed as dist
+        try:
+            dp = dist.DataParallel(model, reduction=args.distributed)
+        except ImportError as exc:
+            raise UsageError(str(exc)) from None
+        lead = dp.rank == 0
+    say = print if lead else (lambda *a, **k: None)
     lr = CLI_LR.get(args.optimizer) if args.lr is None else args.lr
     opt_kwargs = {} if lr is None else {"lr": lr}
     try:
@@ -326,19 +335,20 @@ def _train(args):
             raise UsageError("--patience needs a validation split (--validation-split)")
         callbacks.append(fn.EarlyStopping("val_loss", patience=args.patience,
                                           restore_best_weights=True))
-    print(f"{name}: {len(Xtr)} training / {len(Xte)} test samples; model "
+    say(f"{name}: {len(Xtr)} training / {len(Xte)} test samples; model "
           f"{'-'.join(map(str, sizes))} {args.activation}, {loss} loss"
           + (f" ({', '.join(notes)})" if notes else "") + ", "
           + f"{type(optimizer).__name__} lr={optimizer.lr:g}, batch {args.batch_size}"
           + (f" (micro-batches of {args.micro_batch_size})" if args.micro_batch_size
-             else "") + f", backend {args.backend}, {args.dtype}", flush=True)
+             else "") + f", backend {args.backend}, {args.dtype}"
+        + (f", {dp.size} processes ({args.distributed})" if dp else ""), flush=True)
 
     t0 = time.perf_counter()
     history = model.fit(Xtr, ytr, loss=loss, optimizer=optimizer, epochs=args.epochs,
                         batch_size=args.batch_size,
                         micro_batch_size=args.micro_batch_size, seed=args.seed,
                         validation_split=args.validation_split or None,
-                        callbacks=callbacks, progress=not args.quiet)
+                        callbacks=callbacks, progress=not args.quiet, distributed=dp)
     elapsed = time.perf_counter() - t0
     if classification:
         pred = model.predict(Xte)
@@ -348,13 +358,13 @@ def _train(args):
         rmse = float(np.sqrt(np.mean((pred - yte) ** 2)))
         r2 = 1 - np.sum((pred - yte) ** 2) / np.sum((yte - yte.mean()) ** 2)
         score = f"test rmse: {rmse:.4g}  R^2 {r2:.4f}"
-    if args.save:
+    if args.save and lead:
         model.save(args.save)
-        print(f"saved the model (and its optimizer state) to {args.save}")
-    if args.plot:
+        say(f"saved the model (and its optimizer state) to {args.save}")
+    if args.plot and lead:
         plot_history(history, args.plot, f"fastnn: {name}, {'-'.join(map(str, sizes))}")
-        print(f"wrote the training curves to {args.plot}")
-    print(f"{score}  ({len(history)} epochs, {elapsed:.2f} s training)")
+        say(f"wrote the training curves to {args.plot}")
+    say(f"{score}  ({len(history)} epochs, {elapsed:.2f} s training)")
     return 0
 
 
@@ -513,6 +523,13 @@ def build_parser():
                        "this many epochs (and keep the best weights)")
     train.add_argument("--seed", type=_nonneg_int, default=0,
                        help="weight initialisation and shuffling")
+    train.add_argument("--distributed", choices=("allreduce", "ordered"),
+                       nargs="?", const="allreduce",
+                       help="data-parallel over MPI: run under mpiexec -n N python -m "
+                       "fastnn train --distributed ...; each process trains on its "
+                       "share of every batch and all take the whole batch's update "
+                       "(rank 0 prints and saves; needs mpi4py: pip install "
+                       "'fastnn[mpi]' mpich)")
     out = t.add_argument_group("output")
     out.add_argument("--save", metavar="MODEL.npz",
                      help="save the trained model (and optimizer state) here (the "

@@ -300,7 +300,7 @@ class Sequential:
     def fit(self, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
             micro_batch_size=None, shuffle=True, seed=None, validation_data=None,
             validation_split=None, clip_grad_norm=None, norm_type=2.0, scheduler=None,
-            scheduler_interval="epoch", callbacks=(), progress=True):
+            scheduler_interval="epoch", callbacks=(), progress=True, distributed=None):
         """Train on ``X`` (samples, in_features) and targets ``y``; return a
         :class:`fastnn.History` of per-epoch ``loss`` (and ``accuracy`` for
         classification losses, ``val_loss``/``val_accuracy`` with validation data).
@@ -336,6 +336,10 @@ class Sequential:
           :class:`fastnn.EarlyStopping`.
         - ``progress`` (default True): a progress bar per epoch (tqdm, on stderr) with
           the running loss and the epoch's metrics; False for silence.
+        - ``distributed``: a :class:`fastnn.distributed.DataParallel` of this model:
+          each MPI rank trains on its share of every global batch and all take the
+          update of the whole batch (see :mod:`fastnn.distributed`); only rank 0
+          draws the progress bar.
         """
         return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
                    batch_size=batch_size, micro_batch_size=micro_batch_size,
@@ -343,7 +347,7 @@ class Sequential:
                    validation_split=validation_split, clip_grad_norm=clip_grad_norm,
                    norm_type=norm_type, scheduler=scheduler,
                    scheduler_interval=scheduler_interval, callbacks=callbacks,
-                   progress=progress)
+                   progress=progress, distributed=distributed)
 
     def predict(self, X, batch_size=1024):
         """Outputs for ``X`` (samples, in_features; any real array-like, converted once

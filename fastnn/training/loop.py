@@ -61,7 +61,7 @@ def optimizer_for(model, optimizer):
 def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
         micro_batch_size=None, shuffle=True, seed=None, validation_data=None,
         validation_split=None, clip_grad_norm=None, norm_type=2.0, scheduler=None,
-        scheduler_interval="epoch", callbacks=(), progress=True):
+        scheduler_interval="epoch", callbacks=(), progress=True, distributed=None):
     """Train ``model`` on (X, y); see :meth:`fastnn.Sequential.fit`."""
     # Everything is checked before the model changes.
     loss_fn = loss_for(model, loss)
@@ -98,6 +98,10 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
         if not isinstance(cb, Callback):
             raise TypeError(f"callbacks must be fastnn.training.Callback instances, got "
                             f"{type(cb).__name__}")
+    dist = None
+    if distributed is not None:
+        from .. import distributed as _dist
+        dist = _dist.check(distributed, model)
     X = features(X, model)
     _, target = loss_fn.prepare_target(y, X.shape[0], model.out_features, model.dtype)
     X, target, X_val, val_target = validation(model, loss_fn, X, target,
@@ -108,6 +112,17 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
     if X_val is not None:
         metrics += ["val_" + name for name in metrics]
 
+    if dist is not None:
+        # every rank must walk the same batches with the same settings: compared
+        # here, with one clear error everywhere, not a hang in a collective later
+        seed = dist.common_seed(seed)
+        dist.preflight(samples=int(n), batch_size=batch_size,
+                       micro_batch_size=micro_batch_size, epochs=epochs, seed=seed,
+                       shuffle=bool(shuffle), loss=type(loss_fn).__name__,
+                       optimizer=type(opt).__name__, optimizer_steps=opt.step_count,
+                       clip_grad_norm=clip_grad_norm,
+                       validation=None if X_val is None else int(X_val.shape[0]))
+        progress = progress and dist.rank == 0
     history = History(metrics)
     model.stop_training = False
     params = {"epochs": epochs, "metrics": list(metrics)}
@@ -132,8 +147,36 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
     # weights, bit for bit (tests/api/test_train_step.py).
     one_call = model._one_call(loss_fn, opt)
     kernel = target_kernel(loss_fn, Td) if one_call else None
-    step_inside = one_call and clip_grad_norm is None and not (
+    step_inside = one_call and clip_grad_norm is None and dist is None and not (
         scheduler is not None and scheduler_interval == "batch")
+
+    def gradient(first, last, rows, sums, step=None):
+        """Set .grad to the gradient of rows [first, last) of a batch of ``rows``
+        rows, each micro-batch weighted by its share of the batch; ``sums`` gains
+        their loss and correct predictions; returns the rows counted for accuracy.
+        ``step``: the optimizer to step inside the last compiled call."""
+        counted = 0
+        if not one_call or first == last:
+            opt.zero_grad()
+        for lo in range(first, last, micro_batch_size):
+            hi = min(lo + micro_batch_size, last)
+            if shuffle:
+                xb, yb = gather(lo, hi)
+            else:
+                xb, yb = Xd[lo:hi], Td[lo:hi]
+            if one_call:
+                plan, xb = model._staged(xb)
+                sums[0] += (hi - lo) * model._step_call(
+                    plan, xb, kernel, b.stage(yb, loss_fn, "target"), loss_fn,
+                    (hi - lo) / rows, lo == first, step if hi == last else None)
+                if accuracy is not None:
+                    counted += b.count_correct(accuracy, plan.a[-1], yb, sums, 1)
+            else:
+                out = model.forward(xb, copy=False)  # fit's zero-copy path
+                counted += loss_fn.accumulate(b, out, yb, sums, hi - lo, accuracy)
+                model.backward(loss_fn.backward(), scale=(hi - lo) / rows)
+        return counted
+
     bar = Progress(progress, epochs, -(-n // batch_size))
     # Ctrl-C lands between steps, never inside one (optim.deferred_interrupts); a
     # bar cut short by an exception is closed (Progress.__exit__).
@@ -143,31 +186,37 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
                 gather.epoch(rng.permutation(n))
             sums = loss_fn.sums(b)                    # loss total, correct predictions
             counted = 0
+            # "ordered": the reduced (loss total, correct, counted) so far
+            done = np.zeros(3)
+            seen = 0                # rows behind the running loss the bar shows
             bar.start(epoch)
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 rows = stop - start                   # the batch's true size
-                if not one_call:
-                    opt.zero_grad()
-                for lo in range(start, stop, micro_batch_size):
-                    hi = min(lo + micro_batch_size, stop)
-                    if shuffle:
-                        xb, yb = gather(lo, hi)
-                    else:
-                        xb, yb = Xd[lo:hi], Td[lo:hi]
-                    if one_call:
-                        plan, xb = model._staged(xb)
-                        step = opt if step_inside and hi == stop else None
-                        sums[0] += (hi - lo) * model._step_call(
-                            plan, xb, kernel, b.stage(yb, loss_fn, "target"), loss_fn,
-                            (hi - lo) / rows, lo == start, step)
-                        if accuracy is not None:
-                            counted += b.count_correct(accuracy, plan.a[-1], yb, sums, 1)
-                    else:
-                        out = model.forward(xb, copy=False)  # fit's zero-copy path
-                        counted += loss_fn.accumulate(b, out, yb, sums, hi - lo,
-                                                      accuracy)
-                        model.backward(loss_fn.backward(), scale=(hi - lo) / rows)
+
+                if dist is None:
+                    counted += gradient(start, stop, rows, sums,
+                                        opt if step_inside else None)
+                elif dist.reduction == "allreduce":
+                    # this rank's shard (maybe empty: zero gradients, still reduced)
+                    counted += gradient(*dist.shard_range(start, stop), rows, sums)
+                    dist.reduce_gradients()
+                else:
+                    # the fixed chunk grid, each chunk from zero, summed in order
+                    chunks, c0, c1 = dist.chunk_ranges(start, stop)
+                    grads, chunk_sums = [], []
+                    for first, last in chunks[c0:c1]:
+                        part = loss_fn.sums(b)
+                        part_counted = gradient(first, last, rows, part)
+                        grads.append(np.array(model.to_numpy(model.flat_grads)))
+                        loss_total, correct = b.to_numpy(part)
+                        chunk_sums.append((loss_total, correct, part_counted))
+                    done += dist.ordered_sum(grads, chunk_sums)
+                if dist is None or dist.reduction == "ordered":
+                    seen = stop
+                else:
+                    lo, hi = dist.shard_range(start, stop)
+                    seen += hi - lo
                 if not step_inside:
                     factor = None
                     if clip_grad_norm is not None:
@@ -180,11 +229,18 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
                     else:
                         opt.step_scaled(1.0 if factor is None else factor)
                 # the epoch's running mean, read only when the bar is redrawn
-                bar.batch_done(rows, lambda: float(b.to_numpy(sums)[0]) / stop)
+                # (distributed: rank 0's rows, or the reduced totals when ordered)
+                bar.batch_done(rows, lambda: (
+                    done[0] if dist is not None and dist.reduction == "ordered"
+                    else float(b.to_numpy(sums)[0])) / max(seen, 1))
             bar.training_done()
             if scheduler is not None and scheduler_interval == "epoch":
                 scheduler.step()
             total, correct = b.to_numpy(sums)
+            if dist is not None and dist.reduction == "allreduce":
+                total, correct, counted = dist.allreduce_sums([total, correct, counted])
+            elif dist is not None:                   # "ordered": summed in chunk order
+                total, correct, counted = done
             logs = {"loss": float(total) / n}
             if accuracy is not None:
                 logs["accuracy"] = float(correct) / counted
