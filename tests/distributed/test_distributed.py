@@ -127,13 +127,22 @@ def test_preflight_mismatch_raises_the_same_error_on_every_rank(warm, tmp_path):
     _run(["mismatch", str(tmp_path), "{}"], 2)
     errors = [_load(tmp_path, "mismatch", r)[1]["error"] for r in range(2)]
     assert errors[0] == errors[1]
-    assert "batch_size (rank 0: 16, rank 1: 8)" in errors[0]
+    assert "batch_size (rank 0: 13, rank 1: 8)" in errors[0]
 
 
 def test_an_exception_on_one_rank_ends_the_job(warm, tmp_path):
     code, out, err = _run(["raise", str(tmp_path), "{}"], 2, expect_ok=False)
     assert code != 0
     assert "rank 1 failed on purpose" in err
+
+
+def test_broadcast_parameters_gives_every_rank_rank_zeros_state(warm, tmp_path):
+    _run(["bcast", str(tmp_path), "{}"], 3)
+    ranks = [_load(tmp_path, "bcast", r)[0] for r in range(3)]
+    assert {"s_exp_avg", "s_exp_avg_sq", "step_count"} <= set(ranks[0])
+    for arrays in ranks[1:]:
+        for k in ranks[0]:
+            np.testing.assert_array_equal(arrays[k], ranks[0][k], err_msg=k)
 
 
 def test_save_on_rank_zero_and_load_anywhere(warm, tmp_path):
