@@ -211,3 +211,19 @@ def test_a_clear_import_error_without_mpi4py(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)
     with pytest.raises(ImportError, match=r"pip install 'fastnn\[mpi\]' mpich"):
         dist._mpi()
+
+
+@pytest.mark.skipif("cuda" not in __import__("fastnn").available_backends(),
+                    reason="no cuda backend here (the [cuda] extra, or a GPU)")
+def test_cuda_backend_allreduce_equals_one_process(warm, tmp_path):
+    """The cuda backend's gradients staged through the host buffer (under the CUDA
+    simulator when there is no GPU: one epoch, tiny)."""
+    options = {"opt": "adam", "backend": "cuda", "epochs": 1}
+    _run(["single", str(tmp_path), json.dumps(dict(options, name="one"))])
+    _run(["fit", str(tmp_path), json.dumps(dict(options, name="dp"))], 2)
+    ref, _ = _load(tmp_path, "one", 0)
+    for r in range(2):
+        arrays, _ = _load(tmp_path, "dp", r)
+        for k in ref:
+            np.testing.assert_allclose(arrays[k], ref[k], rtol=1e-12, atol=1e-15,
+                                       err_msg=k)
