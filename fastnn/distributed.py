@@ -34,7 +34,7 @@ Reductions:
   chunks are summed strictly left to right: rank 0 adds its chunks, passes the partial
   sum to rank 1, which adds its own, and so on; the last rank broadcasts the total.
   The loss sums travel with it.  Its cost (N - 1 sequential messages of the buffer,
-  and a backward pass per chunk) is measured in ``bench/bench_distributed.py``.
+  and a backward pass per chunk) is measured by ``bench/distributed_scaling.py``.
 
 The cuda backend's gradient buffer is staged through one host buffer per model (one
 copy each way per step; CUDA-aware MPI is not assumed).
