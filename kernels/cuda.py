@@ -104,6 +104,24 @@ def pick_tiling(m, n, sms):
     return LARGEST_FIRST[-1]
 
 
+GRID_X_MAX, GRID_Y_MAX = 2**31 - 1, 65535     # CUDA's limits on gridDim.x and .y
+
+
+def gemm_grid(m, n, tiling):
+    """(blocks, threads per block) of a GEMM launch for an m x n output.  Row tiles go
+    on the grid's x, which may hold 2^31 - 1 blocks, and column tiles on y (65,535):
+    rows are the batch, which can be a whole data set (``predict`` on 10^8 rows needs
+    781,250 row tiles of 128), while columns are a layer's width.  With rows on y, as
+    before, a forward over more than 65,535 x 128 = 8,388,480 rows could not launch.
+    Raises ValueError, naming the limit, for an output no grid can cover."""
+    tx, ty, rm, rn, _ = TILINGS[tiling]
+    rows, cols = -(-m // (ty * rm)), -(-n // (tx * rn))
+    if rows > GRID_X_MAX or cols > GRID_Y_MAX:
+        raise ValueError(f"a {m} x {n} GEMM output needs a grid of {rows} x {cols} "
+                         f"tiles; CUDA allows {GRID_X_MAX} x {GRID_Y_MAX}")
+    return (rows, cols), (tx, ty)
+
+
 # ---- GEMM ------------------------------------------------------------------------
 def gemm(a, b, alpha, out):
     """EPILOGUE(out, m, n, sum_k op(A)[m, k] op(B)[k, n], alpha) for the block's tile:
@@ -128,8 +146,8 @@ def gemm(a, b, alpha, out):
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
     tid = ty * TX + tx
-    row0 = cuda.blockIdx.y * BM
-    col0 = cuda.blockIdx.x * BN
+    row0 = cuda.blockIdx.x * BM        # rows on x: see gemm_grid
+    col0 = cuda.blockIdx.y * BN
     zero = DT(0)
     for i in range(RM):
         for j in range(RN):

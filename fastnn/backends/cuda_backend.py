@@ -93,10 +93,9 @@ class CudaBackend(Backend):
         K = self.K
         m, n = out[0].shape
         tiling = K.pick_tiling(m, n, self.sms)
-        tx, ty, rm, rn, _ = K.TILINGS[tiling]
+        blocks, threads = K.gemm_grid(m, n, tiling)
         kern = K.gemm_kernel(use, activation, out[0].dtype, tiling)
-        kern[(-(-n // (tx * rn)), -(-m // (ty * rm))), (tx, ty)](
-            a, b, out[0].dtype.type(alpha), out)
+        kern[blocks, threads](a, b, out[0].dtype.type(alpha), out)
         self.launches += 1
 
     @staticmethod

@@ -76,6 +76,28 @@ def _tilings():
 
 
 @pytest.mark.parametrize("tiling", _tilings())
+@pytest.mark.parametrize("m", [1, 65_536 * 8, 8_388_481, 10**8])
+def test_gemm_grid_covers_a_huge_batch_within_cuda_limits(tiling, m):
+    """Issue 18: the launch arithmetic alone (nothing runs).  Rows go on the grid's x
+    (2^31 - 1 blocks), so a forward over 10^8 rows launches; on y (65,535), as
+    before, anything past 65,535 row tiles (8,388,480 rows at the 128-row tile)
+    could not."""
+    from fastnn.kernels import cuda as K
+
+    tx, ty, rm, rn, _ = K.TILINGS[tiling]
+    for n in (1, 10, 4097):
+        (gx, gy), threads = K.gemm_grid(m, n, tiling)
+        assert threads == (tx, ty)
+        assert gx <= K.GRID_X_MAX and gy <= K.GRID_Y_MAX
+        assert (gx - 1) * ty * rm < m <= gx * ty * rm          # every row, no spare tile
+        assert (gy - 1) * tx * rn < n <= gy * tx * rn
+    if tiling == "t128" and m > 8_388_480:
+        assert -(-m // (ty * rm)) > K.GRID_Y_MAX      # the old mapping could not launch
+    with pytest.raises(ValueError, match="CUDA allows"):
+        K.gemm_grid(m, (K.GRID_Y_MAX + 1) * tx * rn, tiling)
+
+
+@pytest.mark.parametrize("tiling", _tilings())
 def test_every_tiling(tiling, cu, rng, monkeypatch):
     """Each tiling (the simulator otherwise only runs its own) on a case with partial
     tiles, K not a multiple of the K step, and the bias-gradient row: forward with
