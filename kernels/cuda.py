@@ -349,9 +349,16 @@ def deposit_totals(sums, parts, done, a, b):
     """sums[0] = combine(sums[0], the grid's combine of ``a``) (a sum, or a max of
     values >= 0) and sums[1] += the grid's sum of ``b``, the same bits on every run:
     each block leaves its two totals in ``parts`` (2 per block); the last block to
-    finish, told by the ``done`` counter, combines them in block order and resets the
-    counter for the next launch.  (Atomic adds into ``sums`` would add the blocks in
-    whatever order they finish.)"""
+    finish, told by the ``done`` counter, combines them in block order.  (Atomic adds
+    into ``sums`` would add the blocks in whatever order they finish.)
+
+    Memory order: a block's totals are fenced before its count (``threadfence``: the
+    release), and every thread of the last block fences again before it reads them
+    (the acquire: on sm_70+ the fence orders its later loads after the other blocks'
+    fenced stores, so no stale L1 line of ``parts`` is read; ``ldcg`` would say the
+    same per load, but numba-cuda needs a driver to compile it, and the PTX check runs
+    without one).  The counter wraps to 0 by itself (``atomic.inc`` up to
+    blocks - 1) as the last block counts, so no separate reset store follows."""
     ta = reduce_a(a)
     tb = reduce(b)
     last = cuda.shared.array(1, numba.int32)
@@ -361,11 +368,12 @@ def deposit_totals(sums, parts, done, a, b):
         parts[2 * cuda.blockIdx.x] = ta
         parts[2 * cuda.blockIdx.x + 1] = tb
         cuda.threadfence()               # the totals are visible before the count
-        last[0] = cuda.atomic.add(done, 0, 1) == blocks - 1
+        last[0] = cuda.atomic.inc(done, 0, numba.uint32(blocks - 1)) == blocks - 1
     cuda.syncthreads()
     if last[0]:
         pa = 0.0
         pb = 0.0
+        cuda.threadfence()               # acquire: the other blocks' totals
         for i in range(t, blocks, NT):   # each thread: blocks t, t + NT, ... in order
             pa = combine(pa, parts[2 * i])
             pb += parts[2 * i + 1]
@@ -374,7 +382,6 @@ def deposit_totals(sums, parts, done, a, b):
         if t == 0:
             sums[0] = combine(sums[0], ta)
             sums[1] += tb
-            done[0] = 0
 
 
 def label_of_row(t, r):

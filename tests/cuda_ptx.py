@@ -28,7 +28,7 @@ def cases(dt):
     F = np.dtype(dt).type
     v1, v2 = np.zeros(4, dt), np.zeros((3, 4), dt)
     labels = np.zeros((3, 1), np.intp)
-    red = (np.zeros(2), np.zeros(8), np.zeros(1, np.int32))   # sums, parts, blocks done
+    red = (np.zeros(2), np.zeros(8), np.zeros(1, np.uint32))  # sums, parts, blocks done
     # every tiling with one epilogue, every epilogue with one tiling (a tiling
     # changes constants, not typing; the big tilings take seconds each to compile)
     elementwise = [a for a, s in specs.ACTIVATIONS.items() if not s.rows]

@@ -73,7 +73,7 @@ class CudaBackend(Backend):
         # kernels.cuda.deposit): shared by every reducing launch, one at a time on the
         # stream; the kernel that finishes a reduction resets the counter.
         self._parts = self.cuda.device_array(2 * K.MAX_BLOCKS, np.float64)
-        self._done = self.cuda.to_device(np.zeros(1, np.int32))
+        self._done = self.cuda.to_device(np.zeros(1, np.uint32))   # atomic.inc: unsigned
         # Staging buffers, owned here: per owner (a plan, a loss, this backend), the
         # device copies of its host inputs and the host side of batches gathered from a
         # host data set; dropped with their owner.
