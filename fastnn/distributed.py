@@ -225,10 +225,7 @@ class DataParallel:
             comm.Send(tot, dest=self.rank + 1, tag=12)
         comm.Bcast(acc, root=self.size - 1)
         comm.Bcast(tot, root=self.size - 1)
-        if isinstance(model.flat_grads, np.ndarray):
-            np.copyto(model.flat_grads, acc)
-        else:
-            self._put_grads(acc)
+        self._put_grads(acc)
         return tot
 
     # -- the preflight ---------------------------------------------------------------

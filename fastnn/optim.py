@@ -223,8 +223,8 @@ class Optimizer:
         self._validate(checked)
         self._check_range(checked)
         self._hyper = checked
-        self._lr_ok = checked["lr"]          # the largest lr known to pass _check_range
-        self._ok = {}                        # ... and weight_decay, eps (the same)
+        # the largest lr (weight_decay, eps) known to pass _check_range
+        self._ok = {"lr": checked["lr"]}
         self.step_count = 0
         m = self.model
         size = m.num_parameters if self._spans is None else \
@@ -304,26 +304,27 @@ class Optimizer:
     def _set_scalar_hyper(self, name, value):
         """Change a hyper-parameter that enters the update rule only as a per-step
         scalar (not its choice or state): checked as the constructor's."""
-        value = _nonneg(value, name)
-        if value > max(self._scalar_hyper(name), self._ok.get(name, 0.0)):
-            # the per-step scalars grow with these: a value no larger than one that
-            # passed needs no second look (sklearn's per-step epsilon costs a compare)
-            self._check_range(dict(self._hyper, **{name: value}))
-            self._ok[name] = value
-        self._hyper[name] = value
+        self._scalar_hyper(name)
+        self._hyper[name] = self._checked_scalar(name, value)
 
     def _checked_lr(self, value, argname="lr"):
-        """``value`` as a new lr, checked like the constructor's (a number >= 0,
-        within the model's dtype by itself and in the step's scalars).  Those
-        scalars grow with the lr, so an lr no larger than one that passed needs no
-        second look (a scheduler's decaying lr costs one comparison)."""
+        """``value`` as a new lr, checked like the constructor's."""
+        return self._checked_scalar("lr", value, argname)
+
+    def _checked_scalar(self, name, value, argname=None):
+        """``value`` as a new ``name`` (lr, weight_decay, eps), checked like the
+        constructor's (a number >= 0, within the model's dtype by itself and in the
+        step's scalars).  Those scalars grow with these values, so one no larger than
+        one that passed needs no second look (a scheduler's decaying lr, or
+        fastnn.sklearn's per-step epsilon, costs one comparison)."""
+        argname = argname or name
         value = _nonneg(value, argname)
-        if value > self._lr_ok:
+        if value > max(self._hyper[name], self._ok.get(name, 0.0)):
             try:
-                self._check_range(dict(self._hyper, lr=value))
+                self._check_range(dict(self._hyper, **{name: value}))
             except ValueError as exc:
                 raise ValueError(f"{argname}={value!r}: {exc}") from None
-            self._lr_ok = value
+            self._ok[name] = value
         return value
 
     @property
@@ -512,7 +513,7 @@ class Optimizer:
         buffers = {k: m.backend.from_numpy(a) for k, a in arrays.items()}
         with _critical():
             self._hyper, self.step_count, self._state = hyper, int(step), buffers
-            self._lr_ok = hyper["lr"]
+            self._ok = {"lr": hyper["lr"]}      # (the new hyper-parameters passed)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self._hyper.items())

@@ -123,6 +123,18 @@ class _BaseMLP(BaseEstimator):
         "micro_batch_size": [None, Interval(numbers.Integral, 1, None, closed="left")],
     }
 
+    def _keep_arguments(self, arguments):
+        """Each of ``__init__``'s arguments as the attribute of its name, unchanged
+        (scikit-learn's rule: no logic in ``__init__``)."""
+        for name, value in arguments.items():
+            if name != "self":
+                setattr(self, name, value)
+
+    def _score(self, X, y, sample_weight=None):
+        """The validation score early stopping watches: :meth:`score` (accuracy, or
+        R^2), as scikit-learn's."""
+        return self.score(X, y, sample_weight=sample_weight)
+
     # -- the model -----------------------------------------------------------------
     def _model_dtype(self):
         try:
@@ -599,32 +611,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  n_iter_no_change=10, max_fun=15000, backend="cpu", dtype=np.float64,
                  micro_batch_size=None):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.backend = backend
-        self.dtype = dtype
-        self.micro_batch_size = micro_batch_size
+        self._keep_arguments(locals())
 
     def _out_activation(self):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
@@ -690,9 +677,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """log of :meth:`predict_proba`."""
         return np.log(self.predict_proba(X))
 
-    def _score(self, X, y, sample_weight=None):
-        return self.score(X, y, sample_weight=sample_weight)
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
@@ -718,33 +702,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  max_fun=15000, backend="cpu", dtype=np.float64, micro_batch_size=None):
-        self.loss = loss
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.backend = backend
-        self.dtype = dtype
-        self.micro_batch_size = micro_batch_size
+        self._keep_arguments(locals())
 
     def _out_activation(self):
         return "exp" if self.loss == "poisson" else "identity"
@@ -774,9 +732,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if y_pred.shape[1] == 1:
             return y_pred.ravel()
         return y_pred
-
-    def _score(self, X, y, sample_weight=None):
-        return self.score(X, y, sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -199,8 +199,10 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
                                         opt if step_inside else None)
                 elif dist.reduction == "allreduce":
                     # this rank's shard (maybe empty: zero gradients, still reduced)
-                    counted += gradient(*dist.shard_range(start, stop), rows, sums)
+                    lo, hi = dist.shard_range(start, stop)
+                    counted += gradient(lo, hi, rows, sums)
                     dist.reduce_gradients()
+                    seen += hi - lo
                 else:
                     # the fixed chunk grid, each chunk from zero, summed in order
                     chunks, c0, c1 = dist.chunk_ranges(start, stop)
@@ -214,9 +216,6 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
                     done += dist.ordered_sum(grads, chunk_sums)
                 if dist is None or dist.reduction == "ordered":
                     seen = stop
-                else:
-                    lo, hi = dist.shard_range(start, stop)
-                    seen += hi - lo
                 if not step_inside:
                     factor = None
                     if clip_grad_norm is not None:
