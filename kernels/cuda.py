@@ -76,7 +76,8 @@ PAD = Slot("PAD", "the value of op(A)'s rows past the stored ones")
 # Threads per block of the elementwise, row and reduction kernels (a power of two:
 # the block reduction halves it).  The simulator runs each thread as a Python thread:
 # there, blocks are small so the tests stay fast, while the code path (grid-stride
-# loops over several blocks, the reduction tree) is the same.
+# loops over several blocks, the reduction tree) is the same; the reduction tests
+# also run the real BLOCK and grids of more blocks than BLOCK (test_cuda_kernels).
 BLOCK = 8 if SIMULATED else 256
 MAX_BLOCKS = 2 if SIMULATED else 4096
 
@@ -488,14 +489,14 @@ def _combines():
             "max": specialise(larger, DEVICE, "any")}
 
 
-def _reducers(kind="sum"):
-    """The slot of a reducing kernel: ``deposit``, the grid's totals into the
-    accumulator, the first combined by ``kind`` ("sum" or "max"), the second
-    summed."""
+def _reducers(kind="sum", nt=BLOCK):
+    """The slot of a reducing kernel launched with ``nt`` threads per block:
+    ``deposit``, the grid's totals into the accumulator, the first combined by
+    ``kind`` ("sum" or "max"), the second summed."""
     combines = _combines()
-    blocks = {k: specialise(block_reduce, DEVICE, f"{k}_nt{BLOCK}", NT=BLOCK, combine=c)
+    blocks = {k: specialise(block_reduce, DEVICE, f"{k}_nt{nt}", NT=nt, combine=c)
               for k, c in combines.items()}
-    return dict(deposit=specialise(deposit_totals, DEVICE, f"{kind}_nt{BLOCK}", NT=BLOCK,
+    return dict(deposit=specialise(deposit_totals, DEVICE, f"{kind}_nt{nt}", NT=nt,
                                    reduce=blocks["sum"], reduce_a=blocks[kind],
                                    combine=combines[kind]))
 
@@ -538,27 +539,28 @@ def bias_backward(name, dtype):
                       df=getattr(formulas(dt), specs.ACTIVATIONS[name].formulas[1]))
 
 
-# A loss kernel's form (kernels.specs) -> its template and its slots' bindings.
+# A loss kernel's form (kernels.specs) -> its template and its slots' bindings
+# (besides the reduction's, which every form has).
 _LOSS_FORMS = {
     "elementwise": (elementwise_loss,
-                    lambda name, dt: dict(f=getattr(formulas(dt), name), **_reducers())),
+                    lambda name, dt: dict(f=getattr(formulas(dt), name))),
     "softmax_labels": (cross_entropy_labels,
-                       lambda name, dt: dict(softmax_row=_softmax_row(dt),
-                                             **_reducers())),
+                       lambda name, dt: dict(softmax_row=_softmax_row(dt))),
     "softmax_probs": (cross_entropy_probs,
                       lambda name, dt: dict(DT=_typed(dt), softmax_row=_softmax_row(dt),
                                             row_label=specialise(label_of_row, DEVICE,
-                                                                 "any"),
-                                            **_reducers())),
+                                                                 "any"))),
 }
 
 
 @_memo
-def loss(name, dtype):
-    """The loss kernel ``name`` (a key of ``specs.LOSS_KERNELS``)."""
+def loss(name, dtype, nt=BLOCK):
+    """The loss kernel ``name`` (a key of ``specs.LOSS_KERNELS``), for launches of
+    ``nt`` threads per block (the backend's BLOCK; the tests try others)."""
     dt = np.dtype(dtype)
     template, bind = _LOSS_FORMS[specs.LOSS_KERNELS[name].form]
-    return specialise(template, KERNEL, _tag(name, dt), **bind(name, dt))
+    return specialise(template, KERNEL, f"{_tag(name, dt)}_nt{nt}", **bind(name, dt),
+                      **_reducers(nt=nt))
 
 
 @_memo
@@ -572,11 +574,12 @@ def optimizer_step(name, dtype):
 
 
 @_memo
-def norm(kind, dtype):
-    """The gradient-norm reduction: ``kind`` "sum" (finite orders) or "max" (inf)."""
+def norm(kind, dtype, nt=BLOCK):
+    """The gradient-norm reduction: ``kind`` "sum" (finite orders) or "max" (inf),
+    for launches of ``nt`` threads per block."""
     dt = np.dtype(dtype)
-    return specialise(norm_parts, KERNEL, _tag(kind, dt), **_reducers(kind),
-                      combine=_combines()[kind])
+    return specialise(norm_parts, KERNEL, f"{_tag(kind, dt)}_nt{nt}",
+                      **_reducers(kind, nt), combine=_combines()[kind])
 
 
 @_memo

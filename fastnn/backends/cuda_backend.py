@@ -11,6 +11,7 @@ launches are the cost, and the tests hold a training step to its budget.
 """
 import importlib.util
 import math
+import threading
 import weakref
 
 import numpy as np
@@ -68,16 +69,42 @@ class CudaBackend(Backend):
             self.sms = dev.MULTIPROCESSOR_COUNT
             name = dev.name
             self.device_name = name.decode() if isinstance(name, bytes) else str(name)
-        self._scratch = self.cuda.device_array(2, np.float64)
-        # The reductions' per-block totals and their "blocks done" counter (see
-        # kernels.cuda.deposit): shared by every reducing launch, one at a time on the
-        # stream; the kernel that finishes a reduction resets the counter.
-        self._parts = self.cuda.device_array(2 * K.MAX_BLOCKS, np.float64)
-        self._done = self.cuda.to_device(np.zeros(1, np.uint32))   # atomic.inc: unsigned
+        # The reductions' scratch, one set per host thread (see _reduction_scratch).
+        self._local = threading.local()
+        self.stream = self.cuda.default_stream()     # (the one kernels launch on)
         # Staging buffers, owned here: per owner (a plan, a loss, this backend), the
         # device copies of its host inputs and the host side of batches gathered from a
         # host data set; dropped with their owner.
         self._staging = weakref.WeakKeyDictionary()
+
+    # -- reductions' scratch -------------------------------------------------------
+    def _reduction_scratch(self):
+        """(sums, parts, done) of this host thread: a loss value's or a norm's two
+        float64 totals, and the per-block totals and "blocks done" counter of
+        kernels.cuda.deposit_totals.  Per thread, because a reduction's launch and
+        the host's read of its result are two steps: with one set per backend, two
+        threads' reductions would add into one total, or (on per-thread default
+        streams, which may run concurrently) count blocks in one counter.  A
+        finished launch leaves the counter at 0 by itself (it wraps); a launch that
+        faults leaves the whole CUDA context unusable, so no later launch can read a
+        part-way count."""
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = (
+                self.cuda.device_array(2, np.float64),
+                self.cuda.device_array(2 * self.K.MAX_BLOCKS, np.float64),
+                self.cuda.to_device(np.zeros(1, np.uint32)))   # atomic.inc: unsigned
+        return scratch
+
+    def _event(self):
+        """A CUDA event for ordering only (no timing: cheaper to record and wait
+        on).  (The simulator's events take no arguments.)"""
+        return self.cuda.event() if self.simulated else self.cuda.event(timing=False)
+
+    def _zero(self, buf):
+        """buf = 0 by an asynchronous memset on the stream: no kernel launch, and no
+        host-to-device copy (a pageable copy waits for the host)."""
+        self.cuda.cudadrv.driver.device_memset(buf, 0, buf.nbytes)
 
     # -- launches ------------------------------------------------------------------
     def _launch(self, kernel, work, *args):
@@ -187,11 +214,30 @@ class CudaBackend(Backend):
                                 f"array of {dtype}, got {type(x).__name__}")
             return _checks.batch_array(x, argname, dtype, ndim, columns)
         if not self.cuda.devicearray.is_cuda_ndarray(x):
-            x = self.cuda.as_cuda_array(x)
+            x = self._adopt(x)
         _checks.batch_shape(x.shape, x.dtype, argname, dtype, ndim, columns)
         if not x.is_c_contiguous():
             raise ValueError(f"{argname} must be C-contiguous")
         return x
+
+    def _adopt(self, x):
+        """A ``__cuda_array_interface__`` array (CuPy's, a CUDA torch tensor) as a
+        numba device array over the same memory, ordered after the work that made it
+        without the host waiting for that work (``as_cuda_array``'s default would
+        synchronise the producer's stream on every call).  The interface names that
+        stream (version 3): none, or the legacy (1) or per-thread (2) default stream,
+        are already ordered with this backend's launches on the legacy default
+        stream; any other stream gets a device-side wait, an event recorded on it
+        that the default stream waits for."""
+        stream = x.__cuda_array_interface__.get("stream")
+        arr = self.cuda.as_cuda_array(x, sync=False)
+        if stream not in (None, 1, 2) and not self.simulated:  # (simulator: no streams)
+            event = getattr(self._local, "event", None)
+            if event is None:
+                event = self._local.event = self._event()
+            event.record(self.cuda.external_stream(stream))
+            event.wait(self.cuda.default_stream())
+        return arr
 
     def _staged(self, owner):
         bufs = self._staging.get(owner)
@@ -201,15 +247,39 @@ class CudaBackend(Backend):
 
     def stage(self, x, owner, key):
         """``x`` on the device: a host array is copied into this backend's buffer for
-        (``owner``, ``key``) (kept between calls: no allocation per batch)."""
+        (``owner``, ``key``) (kept between calls: no allocation per batch), through a
+        pinned host buffer (see :meth:`_upload`)."""
         if not isinstance(x, np.ndarray):
             return x
         bufs = self._staged(owner)
         buf = bufs.get(key)
         if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
             buf = bufs[key] = self.cuda.device_array(x.shape, x.dtype)
-        buf.copy_to_device(np.ascontiguousarray(x))
+        np.copyto(self._pinned(owner, key, buf), x)
+        self._send(owner, key, buf)
         return buf
+
+    def _pinned(self, owner, key, out):
+        """The pinned host buffer kept for (``owner``, ``key``) to fill for the
+        device array ``out``, once its previous copy has left it (the host waits on
+        an event for that: at most one step behind the GPU).  :meth:`_send` then
+        copies it up asynchronously on the stream.  A copy from pageable memory (a
+        plain NumPy array) would make the host wait for the GPU to reach it, once
+        per batch, so the host could never queue the next step while the GPU runs
+        this one."""
+        bufs = self._staged(owner)
+        entry = bufs.get(("pinned", key))
+        if entry is None or entry[0].shape != out.shape or entry[0].dtype != out.dtype:
+            entry = bufs[("pinned", key)] = (
+                self.cuda.pinned_array(out.shape, out.dtype), self._event())
+        host, copied = entry
+        copied.synchronize()
+        return host
+
+    def _send(self, owner, key, out):
+        host, copied = self._staged(owner)[("pinned", key)]
+        out.copy_to_device(host, stream=self.stream)
+        copied.record(self.stream)
 
     # A data set goes to the GPU whole when it takes at most this share of the free
     # GPU memory; a larger one stays on the host and goes up one batch at a time.
@@ -238,17 +308,12 @@ class CudaBackend(Backend):
     def gather(self, x_src, y_src, idx, x_out, y_out):
         if isinstance(x_src, np.ndarray):
             # A data set left on the host: gather there (as a host backend does),
-            # into host buffers kept per batch shape, and copy the batch up.
-            hosts = []
-            bufs = self._staged(self)
-            for src, out, key in ((x_src, x_out, "gather_x"), (y_src, y_out, "gather_y")):
-                host = bufs.get((key, out.shape))
-                if host is None:
-                    host = bufs[(key, out.shape)] = np.empty(out.shape, src.dtype)
-                hosts.append(host)
-            super().gather(x_src, y_src, idx, *hosts)
-            x_out.copy_to_device(hosts[0])
-            y_out.copy_to_device(hosts[1])
+            # into pinned buffers kept per batch shape, and copy the batch up.
+            uploads = ((x_out, "gather_x"), (y_out, "gather_y"))
+            super().gather(x_src, y_src, idx,
+                           *(self._pinned(self, key, out) for out, key in uploads))
+            for out, key in uploads:
+                self._send(self, key, out)
             return
         y_src, y_out = self._rows(y_src), self._rows(y_out)
         work = x_out.shape[0] * (x_out.shape[1] + y_out.shape[1])
@@ -348,7 +413,8 @@ class CudaBackend(Backend):
     def loss_sum(self, name, out, target, grad, param, norm, sums, weight, rule=None):
         # The accuracy is counted by the loss kernel itself (one launch for both).
         F = out.dtype.type
-        args = (F(param), F(norm), sums, self._parts, self._done, float(weight))
+        _, parts, done = self._reduction_scratch()
+        args = (F(param), F(norm), sums, parts, done, float(weight))
         kern = self.K.loss(name, out.dtype)
         if specs.LOSS_KERNELS[name].form != "elementwise":      # softmax rows
             self._launch(kern, out.shape[0], out, self._rows(target), grad, *args)
@@ -360,8 +426,8 @@ class CudaBackend(Backend):
         return 0 if rule is None else out.size
 
     def loss(self, name, out, target, grad, param, norm):
-        scratch = self._scratch
-        scratch.copy_to_device(np.zeros(2))
+        scratch = self._reduction_scratch()[0]
+        self._zero(scratch)
         self.loss_sum(name, out, self.stage(target, self, "target"), grad, param, norm,
                       scratch, 1.0)
         return float(scratch.copy_to_host()[0])
@@ -382,12 +448,12 @@ class CudaBackend(Backend):
                      grads, *state, hyper)
 
     def vector_norm(self, buf, order):
-        scratch = self._scratch
-        scratch.copy_to_device(np.zeros(2))
+        scratch, parts, done = self._reduction_scratch()
+        self._zero(scratch)
         flat = self._flat(buf)
         code = 0.0 if order == math.inf else float(order)
         kern = self.K.norm("max" if order == math.inf else "sum", buf.dtype)
-        self._launch(kern, flat.size, flat, code, scratch, self._parts, self._done)
+        self._launch(kern, flat.size, flat, code, scratch, parts, done)
         total, nans = scratch.copy_to_host()
         if nans:
             return math.nan

@@ -132,3 +132,72 @@ def test_no_gpu_says_why(monkeypatch):
     with pytest.raises(cuda_backend.CudaUnavailable,
                        match="no usable CUDA GPU: CUDA driver library cannot be found"):
         cuda_backend._load_cuda()
+
+
+# -- no hidden host waits ---------------------------------------------------------------
+def test_host_batches_go_up_through_one_pinned_buffer(rng, monkeypatch):
+    """A host batch is copied into a pinned buffer kept per (owner, key) and sent
+    asynchronously on the backend's stream: one pinned allocation for many batches of
+    a shape, and each batch's values arrive."""
+    cu = fn.get_backend("cuda")
+    made, sent = [], []
+    real_pinned = cu.cuda.pinned_array
+    monkeypatch.setattr(cu.cuda, "pinned_array",
+                        lambda *a, **k: made.append(a) or real_pinned(*a, **k))
+    device = type(cu.empty((1,), np.float32))
+    real_copy = device.copy_to_device
+    monkeypatch.setattr(device, "copy_to_device", lambda self, a, stream=0:
+                        sent.append(stream) or real_copy(self, a, stream=stream))
+    owner = type("Owner", (), {})()
+    for _ in range(3):
+        x = rand(rng, (5, 3), np.float32)
+        buf = cu.stage(x, owner, "x")
+        np.testing.assert_array_equal(cu.to_numpy(buf), x)
+    assert len(made) == 1
+    assert sent == [cu.stream] * 3
+
+
+def test_a_cuda_array_interface_input_is_ordered_without_a_host_wait(monkeypatch):
+    """A CuPy / torch input is adopted with as_cuda_array(sync=False): the host does
+    not wait for the producer's stream.  A stream the interface names other than
+    the default ones gets a device-side wait instead (an event recorded on it, which
+    the backend's stream waits for), with one event reused per thread."""
+    import threading
+    import types
+
+    cu = fn.get_backend("cuda")
+    calls = []
+
+    class Event:
+        def record(self, stream):
+            calls.append(("record", stream))
+
+        def wait(self, stream):
+            calls.append(("wait", stream))
+
+    fake = types.SimpleNamespace(
+        as_cuda_array=lambda x, sync=True: calls.append(("adopt", sync)) or x.data,
+        event=lambda timing=True: calls.append(("event", timing)) or Event(),
+        external_stream=lambda ptr: ("stream", ptr),
+        default_stream=lambda: "default")
+    monkeypatch.setattr(cu, "cuda", fake)
+    monkeypatch.setattr(cu, "simulated", False)
+    monkeypatch.setattr(cu, "_local", threading.local())
+
+    class Producer:
+        def __init__(self, stream):
+            self.data = object()
+            self.__cuda_array_interface__ = dict(shape=(2,), typestr="<f4", version=3,
+                                                 data=(0, False), stream=stream)
+
+    for stream in (None, 1, 2):                     # already ordered: nothing to do
+        calls.clear()
+        p = Producer(stream)
+        assert cu._adopt(p) is p.data
+        assert calls == [("adopt", False)]
+    calls.clear()
+    cu._adopt(Producer(0xBEEF))
+    cu._adopt(Producer(0xCAFE))
+    assert calls == [("adopt", False), ("event", False), ("record", ("stream", 0xBEEF)),
+                     ("wait", "default"),
+                     ("adopt", False), ("record", ("stream", 0xCAFE)), ("wait", "default")]

@@ -146,6 +146,85 @@ def test_reductions_are_the_same_on_every_run(cu, rng):
 
 
 
+@pytest.mark.parametrize("nt, blocks", [(256, 2), (8, 19)])
+def test_reductions_with_real_blocks_and_many_of_them(nt, blocks, cu, rng):
+    """The reduction paths the backend's small simulator grids (BLOCK = 8, at most
+    MAX_BLOCKS = 2) never take: the real 256-thread tree, and a grid of more blocks
+    than a block has threads, whose last block reads several totals per thread.
+    Sums, maxima and NaN counts against NumPy, the same bits twice, and the counter
+    back at 0 after each launch (it wraps by itself)."""
+    from fastnn.kernels import cuda as K
+
+    n = nt * blocks * 2 + 5                     # every thread strides twice, some thrice
+    x = rand(rng, n, np.float64)
+    x[[3, n - 1]] = np.nan
+    finite = np.abs(x[~np.isnan(x)])
+    cuda = cu.cuda
+    xd, parts = cuda.to_device(x), cuda.device_array(2 * blocks)
+    done = cuda.to_device(np.zeros(1, np.uint32))
+    for kind, code, want in (("sum", 2.0, (finite ** 2).sum()),
+                             ("max", 0.0, finite.max())):
+        seen = set()
+        for _ in range(2):
+            sums = cuda.to_device(np.zeros(2))
+            K.norm(kind, np.float64, nt)[blocks, nt](xd, code, sums, parts, done)
+            total, nans = sums.copy_to_host()
+            assert done.copy_to_host()[0] == 0
+            assert nans == 2
+            seen.add(total)
+        assert len(seen) == 1
+        assert seen.pop() == pytest.approx(want, rel=1e-13)
+    # a loss with its gradient over the same grid (Huber: the elementwise form)
+    out, t = rand(rng, n, np.float64), rand(rng, n, np.float64)
+    grad, sums = cuda.to_device(poisoned(n, np.float64)), cuda.to_device(np.zeros(2))
+    F = np.float64
+    K.loss("huber", np.float64, nt)[blocks, nt](
+        cuda.to_device(out), cuda.to_device(t), grad, F(0.7), F(1.0 / n), sums, parts,
+        done, 1.0, F(0), F(0), True)
+    d = out - t
+    value = np.where(np.abs(d) < 0.7, 0.5 * d * d, 0.7 * (np.abs(d) - 0.35)).mean()
+    close(grad.copy_to_host(), np.clip(d, -0.7, 0.7) / n, np.float64, 1)
+    total, hits = sums.copy_to_host()
+    assert total == pytest.approx(value, rel=1e-13)
+    assert hits == ((out > 0) == (t > 0)).sum()
+    assert done.copy_to_host()[0] == 0
+
+
+def test_each_host_thread_reduces_into_its_own_scratch(cu, rng, monkeypatch):
+    """Two threads' loss values on one backend, their steps interleaved as a host
+    thread switch can interleave them (each launches, then the other zeroes and
+    launches before the first reads): each reads its own value.  With one scratch
+    per backend, as before, the first read the second's total (or their sum)."""
+    import threading
+
+    lock, turn = threading.Lock(), threading.Barrier(2)
+    real = cu._launch
+
+    def launch(*args):
+        with lock:                          # (the simulator runs one launch at a time)
+            real(*args)
+        turn.wait(timeout=60)               # both launched before either reads
+
+    monkeypatch.setattr(cu, "_launch", launch)
+    data = [tuple(rand(rng, (4, 3), np.float32) * s for _ in range(2)) for s in (1, 10)]
+    got = [None, None]
+
+    def work(i):
+        out, t = data[i]
+        grad = cu.from_numpy(poisoned(out.shape, np.float32))
+        got[i] = cu.loss("mse", cu.from_numpy(out), cu.from_numpy(t), grad, 0.0,
+                         1.0 / out.size)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    for (out, t), value in zip(data, got):
+        assert value == pytest.approx(((out.astype(np.float64) - t) ** 2).mean(),
+                                      rel=1e-6)
+
+
 # -- a real GPU's compiler -------------------------------------------------------------
 @pytest.mark.exhaustive
 def test_kernels_compile_for_a_real_gpu():
