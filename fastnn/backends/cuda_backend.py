@@ -42,8 +42,44 @@ def _load_cuda():
             reason = "no CUDA device is visible"
         except Exception as exc:  # the driver's own words: no driver, no device, ...
             reason = " ".join(str(exc).split()).rstrip(" :") or type(exc).__name__
-        raise CudaUnavailable(f"no usable CUDA GPU: {reason}")
+        raise CudaUnavailable(f"no usable CUDA GPU: {reason}" +
+                              "".join(f" ({p})" for p in [_toolchain_problem(cuda)] if p))
+    problem = _toolchain_problem(cuda)
+    if problem:
+        raise CudaUnavailable(problem)
     return cuda
+
+
+# The oldest NVIDIA driver of each CUDA major version, and the extra that installs
+# that version's compiler libraries (pyproject.toml).
+CUDA_DRIVERS = {13: ("580", "cuda"), 12: ("525", "cuda12")}
+
+
+def _toolchain_problem(cuda):
+    """Why kernels compiled here cannot load on this machine's driver, or None.
+
+    numba-cuda compiles with the NVVM of the installed CUDA libraries (the [cuda]
+    extra brings CUDA 13's) and links to machine code on the host, so a driver of
+    the same CUDA major version loads the result (minor-version compatibility); a
+    driver of an older major version fails at the first kernel's load, with a PTX
+    or cubin error that names neither cause.  Checked up front instead, from the two
+    version numbers (None if either cannot be read: the load will say more)."""
+    try:
+        driver = tuple(cuda.cudadrv.driver.get_version())
+        toolkit = tuple(cuda.cudadrv.runtime.get_version())
+    except Exception:
+        return None
+    if driver[0] >= toolkit[0]:
+        return None
+    need, _ = CUDA_DRIVERS.get(toolkit[0], ("?", None))
+    older = [(extra, drv) for major, (drv, extra) in CUDA_DRIVERS.items()
+             if major <= driver[0]]
+    fix = (f"install fastnn[{older[0][0]}] instead (for drivers >= {older[0][1]}), in an "
+           f"environment without the CUDA {toolkit[0]} packages, or update the driver"
+           if older else "update the driver")
+    return (f"the NVIDIA driver runs CUDA {driver[0]}.{driver[1]} programs, older than "
+            f"the CUDA {toolkit[0]}.{toolkit[1]} compiler libraries installed here, "
+            f"which need a driver >= {need}: {fix}")
 
 
 class CudaBackend(Backend):

@@ -201,3 +201,34 @@ def test_a_cuda_array_interface_input_is_ordered_without_a_host_wait(monkeypatch
     assert calls == [("adopt", False), ("event", False), ("record", ("stream", 0xBEEF)),
                      ("wait", "default"),
                      ("adopt", False), ("record", ("stream", 0xCAFE)), ("wait", "default")]
+
+
+@pytest.mark.parametrize("driver, toolkit, says", [
+    ((12, 4), (13, 5), r"CUDA 12\.4 programs, older than the CUDA 13\.5 compiler "
+                       r"libraries installed here, which need a driver >= 580: "
+                       r"install fastnn\[cuda12\] instead \(for drivers >= 525\)"),
+    ((11, 8), (12, 9), r"CUDA 11\.8 .* CUDA 12\.9 .* driver >= 525: update the driver"),
+    ((13, 0), (13, 5), None),                   # minor versions: compatible
+    ((13, 2), (12, 9), None),
+])
+def test_an_old_driver_for_the_compiler_libraries_is_named(driver, toolkit, says,
+                                                           monkeypatch):
+    """Issue 18: the [cuda] extra's CUDA 13 NVVM needs a driver >= 580; on an older
+    one the first kernel load would fail with an error naming neither.  The backend
+    says so up front and points to [cuda12]."""
+    import numba
+    from numba import cuda
+
+    from fastnn.backends import cuda_backend
+
+    monkeypatch.setattr(numba.config, "ENABLE_CUDASIM", 0)
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda.cudadrv.driver, "get_version", lambda: driver,
+                        raising=False)
+    monkeypatch.setattr(cuda.cudadrv.runtime, "get_version", lambda: toolkit,
+                        raising=False)
+    if says is None:
+        assert cuda_backend._load_cuda() is cuda
+    else:
+        with pytest.raises(cuda_backend.CudaUnavailable, match=says):
+            cuda_backend._load_cuda()
