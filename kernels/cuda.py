@@ -3,9 +3,9 @@
 The kernels here are templates, like those of :mod:`fastnn.kernels.cpu`: their slots
 (``f``, ``df``, ``EPILOGUE``, tile sizes, ``DT``...) are bound per specialisation by
 :func:`fastnn.kernels.template.specialise`, so each compiled kernel has its formula
-inlined and its sizes as compile-time constants.  The optimizer steps and the
-elementwise activations are the cpu's own loops (:mod:`.loops`) with a grid-stride
-range.  The activation, loss and optimizer formulas
+inlined and its sizes as compile-time constants.  The optimizer steps are the
+cpu's own loops (:mod:`.loops`) with a grid-stride range.  The activation, loss and
+optimizer formulas
 are the same ``numba.njit`` scalar functions the cpu kernels inline; a cuda kernel
 calls them as device functions.  Nothing here allocates device memory: every kernel
 writes into arrays it is given (inputs first, outputs last).
@@ -43,6 +43,7 @@ from .formulas import formulas
 from .template import Slot, Target, specialise
 
 SIMULATED = bool(numba.config.ENABLE_CUDASIM)
+U = numba.uint64        # the GEMM's index type (see gemm)
 
 KERNEL = Target("cuda", cuda.jit)
 DEVICE = Target("cuda_device", cuda.jit(device=True, inline=True))
@@ -51,6 +52,7 @@ DEVICE = Target("cuda_device", cuda.jit(device=True, inline=True))
 f = Slot("f", "the scalar formula of the kernel (kernels.formulas)")
 df = Slot("df", "an activation's derivative f'(z, a)")
 EPILOGUE = Slot("EPILOGUE", "what the GEMM does with each finished element")
+FINISH = Slot("FINISH", "the GEMM epilogue's activation part, from what EPILOGUE wrote")
 exp = Slot("exp", "the float type's exp formula")
 softmax_row = Slot("softmax_row", "the exp pass of one softmax row")
 row_label = Slot("row_label", "the class of a target row")
@@ -92,6 +94,11 @@ TILINGS = {
     "sim": (2, 2, 4, 4, 4),
 }
 LARGEST_FIRST = ("t128", "t64", "t32")
+for _name, (_tx, _ty, _rm, _rn, _bk) in TILINGS.items():
+    # the GEMM stages its tiles in whole passes of the block (a constant trip count)
+    if (_ty * _rm * _bk) % (_tx * _ty) or (_bk * _tx * _rn) % (_tx * _ty):
+        raise ValueError(f"tiling {_name}: a {_ty * _rm} x {_bk} or {_bk} x "
+                         f"{_tx * _rn} tile is not a whole number of {_tx * _ty} threads")
 
 
 def pick_tiling(m, n, sms):
@@ -134,9 +141,12 @@ def gemm(a, b, alpha, out):
     (1 for the bias-gradient row of [X, 1], never read otherwise).  Thread (ty, tx)
     owns rows ty + i*TY and columns tx + j*TX of the tile: neighbouring threads write
     neighbouring columns (coalesced) and read distinct shared-memory banks."""
-    M, N = out[0].shape
-    K = a.shape[0] if TRANS_A else a.shape[1]
-    am = a.shape[1] if TRANS_A else a.shape[0]
+    # Index arithmetic is unsigned (U): numba wraps negative signed indices around,
+    # which costs every shared-memory load a compare and a select and keeps the
+    # compiler from folding a loop's constant offsets into the loads' addresses.
+    M, N = U(out[0].shape[0]), U(out[0].shape[1])
+    K = U(a.shape[0] if TRANS_A else a.shape[1])
+    am = U(a.shape[1] if TRANS_A else a.shape[0])
     # BMP = BM + 1, BNP = BN + 1: a padding column so that the transposing stores
     # below hit different banks (a slot: shared-array shapes must be constants)
     As = cuda.shared.array((BK, BMP), DT)
@@ -144,23 +154,26 @@ def gemm(a, b, alpha, out):
     acc = cuda.local.array((RM, RN), DT)
     af = cuda.local.array(RM, DT)
     bf = cuda.local.array(RN, DT)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tid = ty * TX + tx
-    row0 = cuda.blockIdx.x * BM        # rows on x: see gemm_grid
-    col0 = cuda.blockIdx.y * BN
+    tx = U(cuda.threadIdx.x)
+    ty = U(cuda.threadIdx.y)
+    tid = ty * U(TX) + tx
+    row0 = U(cuda.blockIdx.x) * U(BM)        # rows on x: see gemm_grid
+    col0 = U(cuda.blockIdx.y) * U(BN)
     zero = DT(0)
     for i in range(RM):
         for j in range(RN):
             acc[i, j] = zero
-    for k0 in range(0, K, BK):
+    for k0 in range(U(0), K, U(BK)):
         # Stage op(A)'s BM x BK and op(B)'s BK x BN tiles; consecutive threads read
         # consecutive addresses of the stored layout.
-        for e in range(tid, BM * BK, NT):
+        # (every tiling's tiles are a whole number of passes of the block: the
+        # trip count is a constant, and the loop unrolls)
+        for q in range(U(BM * BK // NT)):
+            e = tid + q * U(NT)
             if TRANS_A:
-                kk, mm = e // BM, e % BM
+                kk, mm = e // U(BM), e % U(BM)
             else:
-                mm, kk = e // BK, e % BK
+                mm, kk = e // U(BK), e % U(BK)
             gm, gk = row0 + mm, k0 + kk
             v = zero
             if gk < K:
@@ -169,33 +182,52 @@ def gemm(a, b, alpha, out):
                 else:
                     v = DT(PAD)
             As[kk, mm] = v
-        for e in range(tid, BK * BN, NT):
+        for q in range(U(BK * BN // NT)):
+            e = tid + q * U(NT)
             if TRANS_B:
-                nn, kk = e // BK, e % BK
+                nn, kk = e // U(BK), e % U(BK)
             else:
-                kk, nn = e // BN, e % BN
+                kk, nn = e // U(BN), e % U(BN)
             gn, gk = col0 + nn, k0 + kk
             v = zero
             if gk < K and gn < N:
                 v = b[gn, gk] if TRANS_B else b[gk, gn]
             Bs[kk, nn] = v
         cuda.syncthreads()
-        for kk in range(BK):
-            for i in range(RM):
-                af[i] = As[kk, ty + i * TY]
-            for j in range(RN):
-                bf[j] = Bs[kk, tx + j * TX]
+        kk = U(0)
+        # A while loop, not range(BK): numba's range computes a general trip count,
+        # and the compiler unrolled that by 4, keeping a 64-bit counter and its
+        # checks in the loop; this one it unrolls whole, every shared-memory load
+        # at a constant offset (tests/cuda_ptx.py measures the FMA share).
+        while kk < U(BK):
+            for i in range(U(RM)):
+                af[i] = As[kk, ty + i * U(TY)]
+            for j in range(U(RN)):
+                bf[j] = Bs[kk, tx + j * U(TX)]
             for i in range(RM):
                 for j in range(RN):
                     acc[i, j] += af[i] * bf[j]
+            kk += U(1)
         cuda.syncthreads()
-    for i in range(RM):
-        m = row0 + ty + i * TY
+    for i in range(U(RM)):
+        m = row0 + ty + i * U(TY)
         if m < M:
-            for j in range(RN):
-                n = col0 + tx + j * TX
+            for j in range(U(RN)):
+                n = col0 + tx + j * U(TX)
                 if n < N:
                     EPILOGUE(out, m, n, acc[i, j], alpha)
+    # The activation's part of the epilogue, from what EPILOGUE wrote, in a loop of
+    # its own: inside the loop above, a long f (gelu, elu, silu, softplus, tanh,
+    # sigmoid) makes the compiler leave that loop rolled, and acc, indexed by loop
+    # variables, then lives in local memory instead of registers (the ptxas budget
+    # in tests/cuda_ptx.py catches it).  Each thread reads back its own writes.
+    for i in range(U(RM)):
+        m = row0 + ty + i * U(TY)
+        if m < M:
+            for j in range(U(RN)):
+                n = col0 + tx + j * U(TX)
+                if n < N:
+                    FINISH(out, m, n)
 
 
 # Epilogues: what happens to one finished element v of the product, and the named
@@ -206,10 +238,13 @@ GemmDelta = namedtuple("GemmDelta", "grad_z z a")
 
 
 def epilogue_forward(out, m, n, v, alpha):
-    """Z = v + b; A = f(Z) (for a linear layer A and Z are one buffer)."""
-    zz = v + out.bias[n]
-    out.z[m, n] = zz
-    out.a[m, n] = f(zz)
+    """Z = v + b (then finish_forward: A = f(Z))."""
+    out.z[m, n] = v + out.bias[n]
+
+
+def finish_forward(out, m, n):
+    """A = f(Z) (a linear layer has no finish: its A and Z are one buffer)."""
+    out.a[m, n] = f(out.z[m, n])
 
 
 def epilogue_accumulate(out, m, n, v, alpha):
@@ -218,8 +253,18 @@ def epilogue_accumulate(out, m, n, v, alpha):
 
 
 def epilogue_delta(out, m, n, v, alpha):
-    """dL/dZ of the layer below = (dL/dZ W^T) * f'(Z, A) of that layer."""
-    out.grad_z[m, n] = v * df(out.z[m, n], out.a[m, n])
+    """dL/dZ of the layer below = dL/dZ W^T (then finish_delta: times f'(Z, A) of
+    that layer)."""
+    out.grad_z[m, n] = v
+
+
+def finish_delta(out, m, n):
+    out.grad_z[m, n] *= df(out.z[m, n], out.a[m, n])
+
+
+def finish_nothing(out, m, n):
+    """The finish of a linear activation's GEMM, and of the weight gradients'."""
+    pass
 
 
 # ---- elementwise, over flat buffers --------------------------------------------
@@ -231,6 +276,14 @@ def fill(buf, value):
 def scale(buf, factor):
     for i in range(cuda.grid(1), buf.shape[0], cuda.gridsize(1)):
         buf[i] *= factor
+
+
+def elementwise_forward(z, a):
+    """a = f(z) over flat buffers.  (The cpu's loop, loops.activation_forward, takes
+    any shape and reshapes: in a cuda kernel a reshape calls a C helper and takes a
+    160-byte stack frame per thread, and the backend passes flat buffers anyway.)"""
+    for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
+        a[i] = f(z[i])
 
 
 def elementwise_delta(z, a, grad_a, grad_z):
@@ -454,11 +507,12 @@ def norm_parts(x, order, sums, parts, done):
 
 
 # ---- the kernel tables, derived from the registry ----------------------------------
-# (transposed A, transposed B, A's padding row value, epilogue) of each GEMM use:
+# (transposed A, transposed B, A's padding row value, epilogue, its finish with an
+# activation) of each GEMM use:
 GEMM_USES = {
-    "forward": (False, False, 0, epilogue_forward),        # Z = X W (+ b, f)
-    "accumulate": (True, False, 1, epilogue_accumulate),   # [dW; db] += s [X, 1]^T dZ
-    "delta": (False, True, 0, epilogue_delta),             # dZ_below = (dZ W^T) f'
+    "forward": (False, False, 0, epilogue_forward, finish_forward),   # Z = X W + b, f
+    "accumulate": (True, False, 1, epilogue_accumulate, None),  # [dW; db] += s [X, 1]^T dZ
+    "delta": (False, True, 0, epilogue_delta, finish_delta),    # dZ_below = (dZ W^T) f'
 }
 
 
@@ -514,8 +568,8 @@ def activation_forward(name, dtype):
     if spec.rows:
         return specialise(softmax_forward, KERNEL, _tag(name, dt), DT=_typed(dt),
                           softmax_row=_softmax_row(dt))
-    return specialise(loops.activation_forward, KERNEL, _tag(name, dt),
-                      indices=_grid_stride(), f=getattr(formulas(dt), spec.formulas[0]))
+    return specialise(elementwise_forward, KERNEL, _tag(name, dt),
+                      f=getattr(formulas(dt), spec.formulas[0]))
 
 
 @_memo
@@ -599,12 +653,14 @@ def gemm_kernel(use, activation, dtype, tiling):
     F = formulas(dt)
     tx, ty, rm, rn, bk = TILINGS[tiling]
     f_name, df_name = specs.ACTIVATIONS[activation].formulas
-    trans_a, trans_b, pad, epilogue = GEMM_USES[use]
+    trans_a, trans_b, pad, epilogue, finish = GEMM_USES[use]
     tag = f"{use}_{activation}_{dt.name}"
     bind = {"forward": dict(f=getattr(F, f_name)), "accumulate": {},
             "delta": dict(df=getattr(F, df_name))}[use]
-    epi = specialise(epilogue, DEVICE, tag, **bind)
+    if finish is None or activation == "linear":
+        finish, bind = finish_nothing, {}
     return specialise(
-        gemm, KERNEL, f"{tag}_{tiling}", EPILOGUE=epi, DT=_typed(dt),
+        gemm, KERNEL, f"{tag}_{tiling}", EPILOGUE=specialise(epilogue, DEVICE, use),
+        FINISH=specialise(finish, DEVICE, tag, **bind), DT=_typed(dt),
         TX=tx, TY=ty, RM=rm, RN=rn, BK=bk, BM=ty * rm, BN=tx * rn, BMP=ty * rm + 1,
         BNP=tx * rn + 1, NT=tx * ty, TRANS_A=trans_a, TRANS_B=trans_b, PAD=pad)

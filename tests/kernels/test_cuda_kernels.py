@@ -229,7 +229,10 @@ def test_each_host_thread_reduces_into_its_own_scratch(cu, rng, monkeypatch):
 @pytest.mark.exhaustive
 def test_kernels_compile_for_a_real_gpu():
     """Every kernel through NVVM to PTX for sm_90, outside the simulator (which
-    accepts code CUDA rejects: e.g. a shared-array shape that is not a constant)."""
+    accepts code CUDA rejects: e.g. a shared-array shape that is not a constant);
+    with the cuda-tools extra, also through ptxas, within the register and local
+    memory budgets, and every GEMM's inner loop above its FMA-share floor (see
+    tests/cuda_ptx.py)."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     env["PYTHONPATH"] = os.pathsep.join([TESTS, env.get("PYTHONPATH", "")])
     run = subprocess.run([sys.executable, os.path.join(TESTS, "cuda_ptx.py")], env=env,
