@@ -108,6 +108,8 @@ class CudaBackend(Backend):
         # The reductions' scratch, one set per host thread (see _reduction_scratch).
         self._local = threading.local()
         self.stream = self.cuda.default_stream()     # (the one kernels launch on)
+        self._launchers = {}      # see _launch
+        self._spans = {}          # see aliases
         # Staging buffers, owned here: per owner (a plan, a loss, this backend), the
         # device copies of its host inputs and the host side of batches gathered from a
         # host data set; dropped with their owner.
@@ -143,22 +145,36 @@ class CudaBackend(Backend):
         self.cuda.cudadrv.driver.device_memset(buf, 0, buf.nbytes)
 
     # -- launches ------------------------------------------------------------------
+    # A launch's host cost is the point on small models (a 64-128-10 step's kernels
+    # take microseconds on a GPU), so what does not change between steps is worked
+    # out once: a launch configuration (kernel[grid, block], which numba builds anew
+    # on every subscript) is kept per kernel and grid, and a GEMM's tiling, grid and
+    # kernel per use, activation, dtype and output shape.  (bench/cuda_host.py counts
+    # the host time of a step with the kernels stubbed out.)
     def _launch(self, kernel, work, *args):
         """A 1-D grid-stride launch over ``work`` items."""
         K = self.K
         blocks = max(1, min(-(-work // K.BLOCK), K.MAX_BLOCKS))
-        kernel[blocks, K.BLOCK](*args)
+        launch = self._launchers.get((kernel, blocks))
+        if launch is None:
+            launch = self._launchers[(kernel, blocks)] = kernel[blocks, K.BLOCK]
+        launch(*args)
         self.launches += 1
 
     def _gemm(self, use, activation, a, b, alpha, out):
         """op(A) op(B) with the epilogue of ``use`` writing ``out``, a named tuple of
         the kernels' (``K.GemmForward``, ``K.GemmAccumulate``, ``K.GemmDelta``)."""
-        K = self.K
-        m, n = out[0].shape
-        tiling = K.pick_tiling(m, n, self.sms)
-        blocks, threads = K.gemm_grid(m, n, tiling)
-        kern = K.gemm_kernel(use, activation, out[0].dtype, tiling)
-        kern[blocks, threads](a, b, out[0].dtype.type(alpha), out)
+        c = out[0]
+        key = (use, activation, c.dtype, c.shape)
+        launch = self._launchers.get(key)
+        if launch is None:
+            K = self.K
+            m, n = c.shape
+            tiling = K.pick_tiling(m, n, self.sms)
+            blocks, threads = K.gemm_grid(m, n, tiling)
+            launch = self._launchers[key] = K.gemm_kernel(
+                use, activation, c.dtype, tiling)[blocks, threads]
+        launch(a, b, c.dtype.type(alpha), out)
         self.launches += 1
 
     @staticmethod
@@ -207,10 +223,20 @@ class CudaBackend(Backend):
     def aliases(self, x, *buffers):
         # device arrays: by address range (every array here is contiguous); a host
         # array is copied to the device before any kernel reads it
+        # (the buffers are a model's own, the same every step: their spans are kept,
+        # as reading __cuda_array_interface__ builds a dictionary each time)
         if isinstance(x, np.ndarray):
             return False
         lo, hi = self._span(x)
-        return any(b_lo < hi and lo < b_hi for b_lo, b_hi in map(self._span, buffers))
+        for buf in buffers:
+            span = self._spans.get(id(buf))
+            if span is None:
+                span = self._spans[id(buf)] = self._span(buf)
+                # dropped with the buffer (device arrays are not all hashable)
+                weakref.finalize(buf, self._spans.pop, id(buf), None)
+            if span[0] < hi and lo < span[1]:
+                return True
+        return False
 
     def from_numpy(self, array, out=None):
         array = np.ascontiguousarray(array)

@@ -232,3 +232,26 @@ def test_an_old_driver_for_the_compiler_libraries_is_named(driver, toolkit, says
     else:
         with pytest.raises(cuda_backend.CudaUnavailable, match=says):
             cuda_backend._load_cuda()
+
+
+def test_a_device_target_is_checked_and_used_in_place(rng, monkeypatch):
+    """A device target is read down to be checked (labels in range, ...) but, when it
+    passes as it is, the kernel reads the device array itself: no copy back up.
+    Same value as a host target; a bad label still fails, naming the range."""
+    cu = fn.get_backend("cuda")
+    out = rand(rng, (5, 3), np.float32)
+    labels = rng.integers(0, 3, 5)
+    sent = []
+    real = cu._send
+    monkeypatch.setattr(cu, "_send", lambda *a: sent.append(a[1]) or real(*a))
+    values = {}
+    for where in ("host", "device"):
+        loss = fn.CrossEntropyLoss(backend="cuda")
+        y = labels if where == "host" else cu.from_numpy(labels)
+        sent.clear()
+        values[where] = loss.forward(cu.from_numpy(out), y)
+        assert ("target" in sent) == (where == "host")
+    assert values["host"] == values["device"]
+    with pytest.raises(ValueError, match=r"target labels must lie in \[0, 3\)"):
+        fn.CrossEntropyLoss(backend="cuda").forward(cu.from_numpy(out),
+                                                    cu.from_numpy(labels + 1))
