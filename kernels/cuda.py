@@ -84,9 +84,9 @@ BLOCK = 8 if SIMULATED else 256
 MAX_BLOCKS = 2 if SIMULATED else 4096
 
 # GEMM tilings: (threads in x, threads in y, rows per thread, columns per thread, K
-# step).  The tile is (TY*RM) x (TX*RN).  ``pick_tiling`` takes the largest whose grid
-# still has a block for every multiprocessor.  The simulator gets one small tiling;
-# the tests also run the real ones once on small inputs (test_cuda.py).
+# step).  The tile is (TY*RM) x (TX*RN).  ``pick_tiling`` chooses among them by a cost
+# model.  The simulator gets one small tiling; the tests also run the real ones once
+# on small inputs (test_cuda_kernels.py).
 TILINGS = {
     "t128": (16, 16, 8, 8, 8),
     "t64": (16, 16, 4, 4, 16),
@@ -100,16 +100,37 @@ for _name, (_tx, _ty, _rm, _rn, _bk) in TILINGS.items():
         raise ValueError(f"tiling {_name}: a {_ty * _rm} x {_bk} or {_bk} x "
                          f"{_tx * _rn} tile is not a whole number of {_tx * _ty} threads")
 
+# What each tiling's machine code for sm_90 does (tests/cuda_ptx.py measures it with
+# ptxas and nvdisasm, and fails when the code falls short of this): the FMA share of
+# its inner loop, and the blocks per multiprocessor its registers leave room for
+# (float32, float64).  (Launch bounds of these blocks were tried: ptxas then takes
+# more registers, up to the bound, and the 32 x 32 tile's FMA share falls from 32% to
+# 27%; the registers it takes without them are within the budget anyway.)
+TILING_CODE = {"t128": (0.62, (2, 1)), "t64": (0.58, (3, 3)), "t32": (0.28, (4, 4))}
+FULL_WARPS = 16      # resident warps per multiprocessor that keep its FMA units busy
 
-def pick_tiling(m, n, sms):
-    """The tiling for an m x n output on a GPU with ``sms`` multiprocessors."""
+
+def pick_tiling(m, n, sms, dtype=np.float32):
+    """The tiling for an m x n output on a GPU with ``sms`` multiprocessors: the one
+    with the least estimated time, which is a multiprocessor's share of the blocks
+    (ceil(blocks / sms)) times a block's FMAs (its tile's size, per k) over its inner
+    loop's FMA share, slowed where fewer than FULL_WARPS warps are resident (one
+    block of 256 threads is 8: the FMA latency shows).  Ties go to the larger tile.
+    A model from the instruction mix (TILING_CODE), not yet checked on a GPU: the
+    real-GPU check (issue 18, section 4) times the tilings."""
     if SIMULATED:
         return "sim"
+    wide = np.dtype(dtype) == np.float64
+    best, pick = math.inf, LARGEST_FIRST[-1]
     for name in LARGEST_FIRST:
         tx, ty, rm, rn, _ = TILINGS[name]
-        if -(-m // (ty * rm)) * -(-n // (tx * rn)) >= sms:
-            return name
-    return LARGEST_FIRST[-1]
+        share, resident = TILING_CODE[name]
+        per_sm = -(-(-(-m // (ty * rm)) * -(-n // (tx * rn))) // sms)
+        warps = min(per_sm, resident[wide]) * tx * ty // 32
+        cost = per_sm * ty * rm * tx * rn / share / min(1.0, warps / FULL_WARPS)
+        if cost < best:
+            best, pick = cost, name
+    return pick
 
 
 GRID_X_MAX, GRID_Y_MAX = 2**31 - 1, 65535     # CUDA's limits on gridDim.x and .y

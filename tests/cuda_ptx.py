@@ -32,14 +32,15 @@ from kernel_cases import rule_scalars
 
 CC = (9, 0)
 SM_REGISTERS = 65536          # per multiprocessor, sm_90
-# Per GEMM tiling: the blocks that must fit on one multiprocessor at once, registers
-# permitting (float32, float64), and the floor of its inner loop's FMA share.  (As
-# measured on 2026-12-04 with numba-cuda 0.30 and CUDA 13.5's NVVM and ptxas:
-# registers 114-126 / 186-206 at t128, 56-66 / 72-80 at t64, 32-46 / 37-48 at t32;
-# FMA shares 65-67%, 61-62%, 31-33%.  Before the GEMM's indices went unsigned and
-# its loops counted: 165-166 / 244-254 registers at t128, FMA shares 41-46%, 33%,
-# 11-12%.)
-GEMM_BUDGET = {"t128": ((2, 1), 0.60), "t64": ((3, 3), 0.55), "t32": ((4, 4), 0.28)}
+# Each GEMM tiling is held to what kernels.cuda.TILING_CODE says of it (pick_tiling's
+# cost model rests on it): the inner loop's FMA share, and
+# registers few enough for its blocks per multiprocessor.  (Measured on 2026-12-04,
+# numba-cuda 0.30, CUDA 13.5's NVVM and ptxas: registers 114-126 / 186-206 (float32 /
+# float64) at t128, 56-66 / 72-80 at t64, 32-46 / 37-48 at t32; FMA shares 65-67%,
+# 61-62%, 31-33%.  Before the GEMM's indices went unsigned and its loops counted:
+# 165-166 / 244-254 registers at t128, FMA shares 41-46%, 33%, 11-12%.)
+GEMM_BUDGET = {name: (resident, share) for name, (share, resident) in
+               K.TILING_CODE.items()}
 
 
 def sig(*examples):
@@ -166,7 +167,9 @@ def main(report=False):
                 n += 1
                 name = disp.py_func.__qualname__
                 try:
-                    ptx, _ = cuda.compile_ptx(disp.py_func, signature, cc=CC)
+                    ptx, _ = cuda.compile_ptx(
+                        disp.py_func, signature, cc=CC,
+                        launch_bounds=disp.targetoptions.get("launch_bounds"))
                 except Exception as exc:
                     text = " ".join(str(exc).split())
                     if "nvvm" in text.lower() and n == 1:

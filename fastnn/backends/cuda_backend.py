@@ -149,15 +149,25 @@ class CudaBackend(Backend):
     # take microseconds on a GPU), so what does not change between steps is worked
     # out once: a launch configuration (kernel[grid, block], which numba builds anew
     # on every subscript) is kept per kernel and grid, and a GEMM's tiling, grid and
-    # kernel per use, activation, dtype and output shape.  (bench/cuda_host.py counts
+    # kernel per use, activation, dtype and output shape.  (bench/cuda_static.py counts
     # the host time of a step with the kernels stubbed out.)
+    def _configured(self, kernel, grid, block):
+        """kernel[grid, block], to keep and call again: numba-cuda's launch
+        configuration is an object of its own.  (The simulator's kernel sets the
+        dimensions on itself and returns itself, so a kept one would launch with the
+        last dimensions set: there the kernel is subscripted at each call.)"""
+        if self.simulated:
+            return lambda *args: kernel[grid, block](*args)
+        return kernel[grid, block]
+
     def _launch(self, kernel, work, *args):
         """A 1-D grid-stride launch over ``work`` items."""
         K = self.K
         blocks = max(1, min(-(-work // K.BLOCK), K.MAX_BLOCKS))
         launch = self._launchers.get((kernel, blocks))
         if launch is None:
-            launch = self._launchers[(kernel, blocks)] = kernel[blocks, K.BLOCK]
+            launch = self._launchers[(kernel, blocks)] = self._configured(
+                kernel, blocks, K.BLOCK)
         launch(*args)
         self.launches += 1
 
@@ -170,10 +180,10 @@ class CudaBackend(Backend):
         if launch is None:
             K = self.K
             m, n = c.shape
-            tiling = K.pick_tiling(m, n, self.sms)
+            tiling = K.pick_tiling(m, n, self.sms, c.dtype)
             blocks, threads = K.gemm_grid(m, n, tiling)
-            launch = self._launchers[key] = K.gemm_kernel(
-                use, activation, c.dtype, tiling)[blocks, threads]
+            launch = self._launchers[key] = self._configured(
+                K.gemm_kernel(use, activation, c.dtype, tiling), blocks, threads)
         launch(a, b, c.dtype.type(alpha), out)
         self.launches += 1
 

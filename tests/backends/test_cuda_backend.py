@@ -255,3 +255,19 @@ def test_a_device_target_is_checked_and_used_in_place(rng, monkeypatch):
     with pytest.raises(ValueError, match=r"target labels must lie in \[0, 3\)"):
         fn.CrossEntropyLoss(backend="cuda").forward(cu.from_numpy(out),
                                                     cu.from_numpy(labels + 1))
+
+
+def test_kept_launch_configurations_launch_their_own_grid(rng):
+    """A GEMM kernel launched over grids of different sizes in turn (batches of 40
+    rows, then 5, then 40 again: the same kernel, different grids) covers each
+    whole output every time.  (Launch configurations are kept between calls; under
+    the simulator a kernel's configuration is the kernel itself, which a kept one
+    must not share.)"""
+    model = _net()
+    ref = _net("numpy")
+    ref.set_weights(model.get_weights())
+    for rows in (40, 5, 40):
+        x = rand(rng, (rows, 6), np.float32)
+        np.testing.assert_allclose(model.to_numpy(model.forward(x)),
+                                   ref.forward(x), rtol=2e-5,
+                                   atol=2e-6)

@@ -97,6 +97,32 @@ def test_gemm_grid_covers_a_huge_batch_within_cuda_limits(tiling, m):
         K.gemm_grid(m, (K.GRID_Y_MAX + 1) * tx * rn, tiling)
 
 
+def test_tiling_choice_by_the_cost_model(monkeypatch):
+    """pick_tiling's arithmetic (nothing runs): the largest tile where there are
+    blocks enough for every multiprocessor several times over; smaller tiles for
+    small outputs, which the large ones would leave on a few multiprocessors; and
+    each choice is the cheapest by the model's own cost."""
+    from fastnn.kernels import cuda as K
+
+    monkeypatch.setattr(K, "SIMULATED", False)
+    sms = 132                                            # an H100 / H200
+    assert K.pick_tiling(4096, 4096, sms) == "t128"
+    # float64's 128 x 128 tile leaves room for one block (8 warps) per multiprocessor:
+    # the 64 x 64 tile's three keep it busier
+    assert K.pick_tiling(4096, 4096, sms, np.float64) == "t64"
+    assert K.pick_tiling(257, 10, sms) == "t32"          # a weight gradient: 9 blocks
+    assert K.pick_tiling(1024, 512, sms) in ("t32", "t64")
+    for m, n in ((1, 1), (33, 7), (1024, 512), (60000, 128), (10**8, 10)):
+        costs = {}
+        for name in K.LARGEST_FIRST:
+            tx, ty, rm, rn, _ = K.TILINGS[name]
+            share, resident = K.TILING_CODE[name]
+            per_sm = -(-(-(-m // (ty * rm)) * -(-n // (tx * rn))) // sms)
+            warps = min(per_sm, resident[0]) * tx * ty // 32
+            costs[name] = per_sm * ty * rm * tx * rn / share / min(1, warps / 16)
+        assert costs[K.pick_tiling(m, n, sms)] == min(costs.values())
+
+
 @pytest.mark.parametrize("tiling", _tilings())
 def test_every_tiling(tiling, cu, rng, monkeypatch):
     """Each tiling (the simulator otherwise only runs its own) on a case with partial
@@ -104,7 +130,7 @@ def test_every_tiling(tiling, cu, rng, monkeypatch):
     bias + activation, [dW; db] += s [X, 1]^T dZ, and dZ W^T * f'."""
     from fastnn.kernels import cuda as K
 
-    monkeypatch.setattr(K, "pick_tiling", lambda m, n, sms: tiling)
+    monkeypatch.setattr(K, "pick_tiling", lambda m, n, sms, dtype: tiling)
     dtype = np.float64
     batch, fin, fout = (5, 11, 7) if CUDA_SIMULATED else (301, 133, 259)
     x, w, b = (rand(rng, s, dtype) for s in ((batch, fin), (fin, fout), (fout,)))
