@@ -151,11 +151,15 @@ class CudaBackend(Backend):
     # on every subscript) is kept per kernel and grid, and a GEMM's tiling, grid and
     # kernel per use, activation, dtype and output shape.  (bench/cuda_static.py counts
     # the host time of a step with the kernels stubbed out.)
+    MAX_LAUNCHERS = 4096
+
     def _configured(self, kernel, grid, block):
         """kernel[grid, block], to keep and call again: numba-cuda's launch
         configuration is an object of its own.  (The simulator's kernel sets the
         dimensions on itself and returns itself, so a kept one would launch with the
         last dimensions set: there the kernel is subscripted at each call.)"""
+        if len(self._launchers) >= self.MAX_LAUNCHERS:   # (a batch size per entry)
+            self._launchers.clear()
         if self.simulated:
             return lambda *args: kernel[grid, block](*args)
         return kernel[grid, block]
