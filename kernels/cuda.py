@@ -110,6 +110,12 @@ TILING_CODE = {"t128": (0.62, (2, 1)), "t64": (0.58, (3, 3)), "t32": (0.28, (4, 
 FULL_WARPS = 16      # resident warps per multiprocessor that keep its FMA units busy
 
 
+def tile_grid(m, n, tiling):
+    """(row tiles, column tiles) of the named tiling over an m x n output."""
+    tx, ty, rm, rn, _ = TILINGS[tiling]
+    return -(-m // (ty * rm)), -(-n // (tx * rn))
+
+
 def pick_tiling(m, n, sms, dtype=np.float32):
     """The tiling for an m x n output on a GPU with ``sms`` multiprocessors: the one
     with the least estimated time, which is a multiprocessor's share of the blocks
@@ -125,7 +131,8 @@ def pick_tiling(m, n, sms, dtype=np.float32):
     for name in LARGEST_FIRST:
         tx, ty, rm, rn, _ = TILINGS[name]
         share, resident = TILING_CODE[name]
-        per_sm = -(-(-(-m // (ty * rm)) * -(-n // (tx * rn))) // sms)
+        rows, cols = tile_grid(m, n, name)
+        per_sm = -(-rows * cols // sms)
         warps = min(per_sm, resident[wide]) * tx * ty // 32
         cost = per_sm * ty * rm * tx * rn / share / min(1.0, warps / FULL_WARPS)
         if cost < best:
@@ -143,8 +150,8 @@ def gemm_grid(m, n, tiling):
     781,250 row tiles of 128), while columns are a layer's width.  With rows on y, as
     before, a forward over more than 65,535 x 128 = 8,388,480 rows could not launch.
     Raises ValueError, naming the limit, for an output no grid can cover."""
-    tx, ty, rm, rn, _ = TILINGS[tiling]
-    rows, cols = -(-m // (ty * rm)), -(-n // (tx * rn))
+    tx, ty = TILINGS[tiling][:2]
+    rows, cols = tile_grid(m, n, tiling)
     if rows > GRID_X_MAX or cols > GRID_Y_MAX:
         raise ValueError(f"a {m} x {n} GEMM output needs a grid of {rows} x {cols} "
                          f"tiles; CUDA allows {GRID_X_MAX} x {GRID_Y_MAX}")
@@ -529,11 +536,14 @@ def norm_parts(x, order, sums, parts, done):
 
 # ---- the kernel tables, derived from the registry ----------------------------------
 # (transposed A, transposed B, A's padding row value, epilogue, its finish with an
-# activation) of each GEMM use:
+# activation; a linear one's is finish_nothing) of each GEMM use:
 GEMM_USES = {
-    "forward": (False, False, 0, epilogue_forward, finish_forward),   # Z = X W + b, f
-    "accumulate": (True, False, 1, epilogue_accumulate, None),  # [dW; db] += s [X, 1]^T dZ
-    "delta": (False, True, 0, epilogue_delta, finish_delta),    # dZ_below = (dZ W^T) f'
+    # Z = X W + b, A = f(Z)
+    "forward": (False, False, 0, epilogue_forward, finish_forward),
+    # [dW; db] += s [X, 1]^T dZ
+    "accumulate": (True, False, 1, epilogue_accumulate, finish_nothing),
+    # dZ_below = (dZ W^T) f'
+    "delta": (False, True, 0, epilogue_delta, finish_delta),
 }
 
 
@@ -678,10 +688,10 @@ def gemm_kernel(use, activation, dtype, tiling):
     tag = f"{use}_{activation}_{dt.name}"
     bind = {"forward": dict(f=getattr(F, f_name)), "accumulate": {},
             "delta": dict(df=getattr(F, df_name))}[use]
-    if finish is None or activation == "linear":
+    if activation == "linear":
         finish, bind = finish_nothing, {}
     return specialise(
         gemm, KERNEL, f"{tag}_{tiling}", EPILOGUE=specialise(epilogue, DEVICE, use),
-        FINISH=specialise(finish, DEVICE, tag, **bind), DT=_typed(dt),
+        FINISH=specialise(finish, DEVICE, tag if bind else "any", **bind), DT=_typed(dt),
         TX=tx, TY=ty, RM=rm, RN=rn, BK=bk, BM=ty * rm, BN=tx * rn, BMP=ty * rm + 1,
         BNP=tx * rn + 1, NT=tx * ty, TRANS_A=trans_a, TRANS_B=trans_b, PAD=pad)

@@ -33,14 +33,12 @@ from kernel_cases import rule_scalars
 CC = (9, 0)
 SM_REGISTERS = 65536          # per multiprocessor, sm_90
 # Each GEMM tiling is held to what kernels.cuda.TILING_CODE says of it (pick_tiling's
-# cost model rests on it): the inner loop's FMA share, and
+# cost model rests on it: (FMA share, resident blocks (float32, float64))): the inner loop's FMA share, and
 # registers few enough for its blocks per multiprocessor.  (Measured on 2026-12-04,
 # numba-cuda 0.30, CUDA 13.5's NVVM and ptxas: registers 114-126 / 186-206 (float32 /
 # float64) at t128, 56-66 / 72-80 at t64, 32-46 / 37-48 at t32; FMA shares 65-67%,
 # 61-62%, 31-33%.  Before the GEMM's indices went unsigned and its loops counted:
 # 165-166 / 244-254 registers at t128, FMA shares 41-46%, 33%, 11-12%.)
-GEMM_BUDGET = {name: (resident, share) for name, (share, resident) in
-               K.TILING_CODE.items()}
 
 
 def sig(*examples):
@@ -146,7 +144,7 @@ def budget(kind, tiling, dt, regs, stores, loads, stack, threads):
                                                 ("spill loads", loads),
                                                 ("stack frame", stack)) if n]
     if kind == "gemm":
-        blocks = GEMM_BUDGET[tiling][0][dt == np.float64]
+        blocks = K.TILING_CODE[tiling][1][dt == np.float64]
         most = SM_REGISTERS // (blocks * threads) // 8 * 8      # (allocated by 8)
         if regs > min(most, 255):
             over.append(f"{regs} registers > {min(most, 255)} ({blocks} blocks of "
@@ -193,7 +191,7 @@ def main(report=False):
                     share = fma_share(cubin, nvdisasm, "FFMA" if dt == np.float32
                                       else "DFMA")
                     shares.setdefault((tiling, np.dtype(dt).name), []).append(share)
-                    floor = GEMM_BUDGET[tiling][1]
+                    floor = K.TILING_CODE[tiling][0]
                     line += f", inner-loop FMA share {share:.0%}"
                     if share < floor:
                         over.append(f"inner-loop FMA share {share:.0%} < {floor:.0%}")

@@ -42,8 +42,9 @@ def _load_cuda():
             reason = "no CUDA device is visible"
         except Exception as exc:  # the driver's own words: no driver, no device, ...
             reason = " ".join(str(exc).split()).rstrip(" :") or type(exc).__name__
-        raise CudaUnavailable(f"no usable CUDA GPU: {reason}" +
-                              "".join(f" ({p})" for p in [_toolchain_problem(cuda)] if p))
+        problem = _toolchain_problem(cuda)
+        raise CudaUnavailable(f"no usable CUDA GPU: {reason}"
+                              + (f" ({problem})" if problem else ""))
     problem = _toolchain_problem(cuda)
     if problem:
         raise CudaUnavailable(problem)
@@ -312,7 +313,7 @@ class CudaBackend(Backend):
             if event is None:
                 event = self._local.event = self._event()
             event.record(self.cuda.external_stream(stream))
-            event.wait(self.cuda.default_stream())
+            event.wait(self.stream)
         return arr
 
     def _staged(self, owner):

@@ -14,14 +14,17 @@ def _problem(rng, hidden=(5,), n=40, d=4, k=3, dtype=np.float64, backend="cpu"):
     model = fn.Sequential(*layers, backend=backend, dtype=dtype, seed=3)
     X = rng.standard_normal((n, d)).astype(dtype)
     y = rng.integers(0, k, n)
-    loss = fn.CrossEntropyLoss()
+    return model, X, y, _closure(model, fn.CrossEntropyLoss(), X, y)
 
+
+def _closure(model, loss, X, y):
+    """PyTorch's closure: zero the gradients, the loss and its gradient."""
     def closure():
         model.zero_grad()
         value = loss.forward(model.forward(X), y)
         model.backward(loss.backward())
         return value
-    return model, X, y, closure
+    return closure
 
 
 @pytest.mark.parametrize("line_search", [None, "strong_wolfe"])
@@ -65,13 +68,7 @@ def test_linear_least_squares_reaches_the_exact_solution(rng):
     X = rng.standard_normal((50, 6))
     Y = X @ rng.standard_normal((6, 2)) + 0.3 + 0.01 * rng.standard_normal((50, 2))
     model = fn.Sequential(fn.Dense(6, 2), dtype=np.float64, seed=0)
-    loss = fn.MSELoss()
-
-    def closure():
-        model.zero_grad()
-        value = loss.forward(model.forward(X), Y)
-        model.backward(loss.backward())
-        return value
+    closure = _closure(model, fn.MSELoss(), X, Y)
     opt = fn.LBFGS(model.parameters(), max_iter=100, line_search_fn="strong_wolfe",
                    tolerance_grad=1e-12, tolerance_change=1e-15)
     opt.step(closure)

@@ -178,9 +178,9 @@ def test_a_cuda_array_interface_input_is_ordered_without_a_host_wait(monkeypatch
     fake = types.SimpleNamespace(
         as_cuda_array=lambda x, sync=True: calls.append(("adopt", sync)) or x.data,
         event=lambda timing=True: calls.append(("event", timing)) or Event(),
-        external_stream=lambda ptr: ("stream", ptr),
-        default_stream=lambda: "default")
+        external_stream=lambda ptr: ("stream", ptr))
     monkeypatch.setattr(cu, "cuda", fake)
+    monkeypatch.setattr(cu, "stream", "default")          # the backend's stream
     monkeypatch.setattr(cu, "simulated", False)
     monkeypatch.setattr(cu, "_local", threading.local())
 
